@@ -1,0 +1,1 @@
+"""One client per external system, built from settings."""

@@ -1,0 +1,1 @@
+"""Command line, services and settings of Leadflow."""

@@ -1,0 +1,125 @@
+"""All of Leadflow's configuration: one pydantic-settings class, env prefix ``LEADFLOW_``.
+
+This module imports nothing of ours, so every package may import it. Every external base
+URL, poll interval, back-off, time-out and sandbox limit lives here so tests can shrink them
+and production can point them at real services. `.env.example` documents each one.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LEADFLOW_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- where things live ---------------------------------------------------------------
+    home: Path = Field(Path(".leadflow"), description="Run files, trained models, logs, embedded data.")
+    sandbox: bool = Field(True, description="Point every external service at the local sandbox.")
+
+    # --- MongoDB -------------------------------------------------------------------------
+    mongodb_uri: SecretStr | None = Field(
+        None, description="MongoDB connection string; unset = the embedded MongoDB-wire server."
+    )
+    mongodb_db: str = "leadflow"
+    mongo_port: int = Field(27017, description="Port of the embedded MongoDB-wire server.")
+
+    # --- local services ------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Interface the local services bind to.")
+    prefect_port: int = 4200
+    prefect_api_url: str | None = Field(
+        None, description="An external Prefect API; unset = the local server `leadflow up` starts."
+    )
+    work_pool: str = "leadflow-process"
+    sandbox_port: int = Field(8800, description="Sandbox web server, also the crawlers' HTTP proxy.")
+    service_start_timeout: float = Field(60.0, description="Seconds to wait for a service to answer.")
+
+    # --- the sandbox ---------------------------------------------------------------------
+    sandbox_seed: int = 42
+    sandbox_businesses: int = 500
+    sandbox_latency_ms: int = Field(0, description="Extra latency per sandbox response.")
+    directory_url: str = Field(
+        "http://directory.test", description="Base URL of the business directory the spider crawls."
+    )
+    proxy_url: str | None = Field(
+        None, description="HTTP proxy for crawls; in sandbox mode the sandbox server itself."
+    )
+
+    # --- crawling ------------------------------------------------------------------------
+    crawl_timeout: float = Field(900.0, description="Hard limit (s) for one crawl subprocess.")
+    crawl_concurrency: int = Field(16, description="Scrapy CONCURRENT_REQUESTS.")
+    crawl_concurrency_per_domain: int = 8
+    crawl_download_timeout: float = 30.0
+    crawl_retry_times: int = 2
+    crawl_obey_robots: bool = True
+    autothrottle_start_delay: float = 0.25
+    autothrottle_max_delay: float = 10.0
+    autothrottle_target_concurrency: float = 8.0
+    user_agent: str = "LeadflowBot/0.1 (+https://github.com/leadflow/leadflow)"
+
+    # --- pipeline ------------------------------------------------------------------------
+    default_region: str = Field("US", description="Phone region when a lead has no country.")
+    load_batch_size: int = Field(1000, description="Leads per MongoDB bulk_write round trip.")
+    task_retries: int = 2
+    task_retry_delay: float = Field(10.0, description="Seconds between task retries.")
+    run_poll_interval: float = Field(1.0, description="How often `leadflow run` polls its run.")
+    heartbeat_seconds: int = Field(30, description="Flow-run heartbeat interval (Prefect floor: 30).")
+    zombie_after_seconds: int = Field(
+        90, description="Missing heartbeats for this long mark a running flow run Crashed."
+    )
+
+    # --- dedup ---------------------------------------------------------------------------
+    dedup_match_threshold: float = Field(0.80, description="Match score (0-1) that merges two leads.")
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home_dir / "runs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home_dir / "logs"
+
+    @property
+    def embedded_mongo(self) -> bool:
+        return self.mongodb_uri is None
+
+    @property
+    def mongo_url(self) -> str:
+        if self.mongodb_uri is not None:
+            return self.mongodb_uri.get_secret_value()
+        return f"mongodb://{self.host}:{self.mongo_port}/"
+
+    @property
+    def prefect_api(self) -> str:
+        return self.prefect_api_url or f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def prefect_ui(self) -> str:
+        return self.prefect_api.removesuffix("/api")
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://{self.host}:{self.sandbox_port}"
+
+    @property
+    def crawl_proxy(self) -> str | None:
+        if self.proxy_url:
+            return self.proxy_url
+        return self.sandbox_url if self.sandbox else None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The Scrapy project: settings, items, item pipelines, spiders and pure payload parsers."""
