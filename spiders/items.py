@@ -34,6 +34,7 @@ RAW_FIELDS: tuple[str, ...] = (
     "place_id",
     "cid",
     "data_id",
+    "parse_error",  # set instead of the fields when a page could not be parsed
 )
 
 
@@ -64,3 +65,4 @@ class BusinessItem(scrapy.Item):
     place_id = scrapy.Field()
     cid = scrapy.Field()
     data_id = scrapy.Field()
+    parse_error = scrapy.Field()
