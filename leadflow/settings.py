@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     )
 
     # --- where things live ---------------------------------------------------------------
-    home: Path = Field(Path(".leadflow"), description="Run files, trained models, logs, embedded data.")
+    home: Path = Field(
+        Path(".leadflow"), description="Run files, trained models, logs, embedded data."
+    )
     sandbox: bool = Field(True, description="Point every external service at the local sandbox.")
 
     # --- MongoDB -------------------------------------------------------------------------
@@ -39,8 +41,12 @@ class Settings(BaseSettings):
         None, description="An external Prefect API; unset = the local server `leadflow up` starts."
     )
     work_pool: str = "leadflow-process"
-    sandbox_port: int = Field(8800, description="Sandbox web server, also the crawlers' HTTP proxy.")
-    service_start_timeout: float = Field(60.0, description="Seconds to wait for a service to answer.")
+    sandbox_port: int = Field(
+        8800, description="Sandbox web server, also the crawlers' HTTP proxy."
+    )
+    service_start_timeout: float = Field(
+        60.0, description="Seconds to wait for a service to answer."
+    )
 
     # --- the sandbox ---------------------------------------------------------------------
     sandbox_seed: int = 42
@@ -71,13 +77,17 @@ class Settings(BaseSettings):
     task_retries: int = 2
     task_retry_delay: float = Field(10.0, description="Seconds between task retries.")
     run_poll_interval: float = Field(1.0, description="How often `leadflow run` polls its run.")
-    heartbeat_seconds: int = Field(30, description="Flow-run heartbeat interval (Prefect floor: 30).")
+    heartbeat_seconds: int = Field(
+        30, description="Flow-run heartbeat interval (Prefect floor: 30)."
+    )
     zombie_after_seconds: int = Field(
         90, description="Missing heartbeats for this long mark a running flow run Crashed."
     )
 
     # --- dedup ---------------------------------------------------------------------------
-    dedup_match_threshold: float = Field(0.80, description="Match score (0-1) that merges two leads.")
+    dedup_match_threshold: float = Field(
+        0.80, description="Match score (0-1) that merges two leads."
+    )
 
     @property
     def home_dir(self) -> Path:

@@ -55,7 +55,9 @@ class GeoPoint(_Model):
         return value
 
 
-EmailStatus = Literal["unverified", "valid", "invalid", "accept_all", "webmail", "disposable", "unknown"]
+EmailStatus = Literal[
+    "unverified", "valid", "invalid", "accept_all", "webmail", "disposable", "unknown"
+]
 
 
 class Email(_Model):
@@ -90,7 +92,9 @@ class Review(_Model):
 class Lead(_Model):
     lead_id: str | None = Field(None, description="ULID given when the lead is first stored.")
     name: str
-    categories: list[str] = Field(default_factory=list, description="Raw, as the source shows them.")
+    categories: list[str] = Field(
+        default_factory=list, description="Raw, as the source shows them."
+    )
     category: str = Field(OTHER, description="Slug from models.taxonomy; unknown -> other.")
     address: Address = Field(default_factory=Address)
     location: GeoPoint | None = None
@@ -109,7 +113,8 @@ class Lead(_Model):
     last_seen: datetime | None = None
     run_ids: list[str] = Field(default_factory=list)
     blocking_keys: list[str] = Field(
-        default_factory=list, description="Dedup candidate keys (place id, phone, domain, name+area)."
+        default_factory=list,
+        description="Dedup candidate keys (place id, phone, domain, name+area).",
     )
     quality_flags: list[str] = Field(
         default_factory=list, description="Data-quality notes that did not stop the lead."

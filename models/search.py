@@ -38,7 +38,12 @@ class SearchSpec(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"category": "dentist", "location": "Austin, TX", "sources": ["directory"], "limit": 200}
+                {
+                    "category": "dentist",
+                    "location": "Austin, TX",
+                    "sources": ["directory"],
+                    "limit": 200,
+                }
             ]
         },
     )
@@ -47,7 +52,9 @@ class SearchSpec(BaseModel):
         None, max_length=100, description="What to look for; empty = every category."
     )
     location: str | None = Field(
-        None, max_length=200, description="Where: a city, 'City, ST' or 'City, Country'; empty = anywhere."
+        None,
+        max_length=200,
+        description="Where: a city, 'City, ST' or 'City, Country'; empty = anywhere.",
     )
     sources: list[Source] = Field(default_factory=lambda: ["directory"], min_length=1)
     limit: int = Field(200, ge=1, le=100_000, description="At most this many places per source.")

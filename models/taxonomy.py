@@ -8,6 +8,7 @@ taxonomy by keyword, first raw category first, and anything it does not recognis
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 
 # slug -> keywords. Order matters: the first slug whose keyword occurs wins, so the more
 # specific slugs (dentist) come before the broader ones (health).
@@ -17,8 +18,22 @@ TAXONOMY: dict[str, tuple[str, ...]] = {
     "pharmacy": ("pharmac", "drugstore", "φαρμακ", "apotheke", "farmacia"),
     "veterinarian": ("veterinar", "animal hospital", "κτηνιατρ", "tierarzt"),
     "restaurant": (
-        "restaurant", "deli", "diner", "bistro", "pizzeria", "pizza", "steakhouse", "sushi",
-        "taverna", "εστιατόρ", "ταβέρν", "ψητοπωλ", "σουβλατζ", "trattoria", "gaststätte",
+        "restaurant",
+        "deli",
+        "delicatessen",
+        "diner",
+        "bistro",
+        "pizzeria",
+        "pizza",
+        "steakhouse",
+        "sushi",
+        "taverna",
+        "εστιατόρ",
+        "ταβέρν",
+        "ψητοπωλ",
+        "σουβλατζ",
+        "trattoria",
+        "gaststätte",
     ),
     "cafe": ("cafe", "café", "coffee", "bakery", "καφε", "καφέ", "αρτοποι", "bäckerei"),
     "bar": ("bar", "pub", "brewery", "μπαρ", "kneipe"),
@@ -28,7 +43,14 @@ TAXONOMY: dict[str, tuple[str, ...]] = {
     "plumber": ("plumb", "υδραυλ", "klempner", "fontaner"),
     "electrician": ("electrician", "electrical", "ηλεκτρολ", "elektriker"),
     "contractor": ("contractor", "construction", "roofing", "builder", "κατασκευ", "bauunternehm"),
-    "auto_repair": ("auto repair", "mechanic", "car repair", "garage", "συνεργείο", "autowerkstatt"),
+    "auto_repair": (
+        "auto repair",
+        "mechanic",
+        "car repair",
+        "garage",
+        "συνεργείο",
+        "autowerkstatt",
+    ),
     "real_estate": ("real estate", "realtor", "property", "μεσιτ", "ακίνητ", "immobili"),
     "salon": ("salon", "hair", "barber", "beauty", "nail", "κομμωτ", "friseur", "spa"),
     "fitness": ("gym", "fitness", "yoga", "pilates", "γυμναστ", "crossfit"),
@@ -64,7 +86,12 @@ def category_slug(categories: list[str] | tuple[str, ...] | str | None) -> str:
     if not categories:
         return OTHER
     if isinstance(categories, str):
-        categories = [categories]
+        return _slug((categories,))
+    return _slug(tuple(categories))
+
+
+@lru_cache(maxsize=65_536)
+def _slug(categories: tuple[str, ...]) -> str:
     for raw in categories:
         if not raw:
             continue

@@ -1,0 +1,393 @@
+"""Stage `normalize`: raw spider records -> `Lead`s, or quarantine with the reasons.
+
+A record is quarantined only when it cannot be a lead: the page could not be parsed, it has no
+name, or nothing identifies the business (no address, phone or website). Everything else
+survives, with `quality_flags` noting what could not be cleaned (e.g. an unparseable phone,
+which keeps its raw form).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import phonenumbers
+import pycountry
+import tldextract
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from connectors.mongo import shared_store
+from leadflow.settings import get_settings
+from models.lead import WEEKDAYS, Lead, Quarantined, utcnow
+from models.taxonomy import category_slug
+from tasks.batching import paused_gc
+
+STAGE = "normalize"
+
+# Names people write that pycountry does not know (local-language names, common short forms).
+_COUNTRY_ALIASES = {
+    "usa": "US",
+    "u.s.a.": "US",
+    "u.s.": "US",
+    "united states of america": "US",
+    "uk": "GB",
+    "u.k.": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "great britain": "GB",
+    "deutschland": "DE",
+    "ελλάδα": "GR",
+    "ελλαδα": "GR",
+    "hellas": "GR",
+    "españa": "ES",
+    "italia": "IT",
+    "österreich": "AT",
+    "schweiz": "CH",
+}
+_US_STATES = frozenset(
+    [
+        "AL",
+        "AK",
+        "AZ",
+        "AR",
+        "CA",
+        "CO",
+        "CT",
+        "DE",
+        "DC",
+        "FL",
+        "GA",
+        "HI",
+        "ID",
+        "IL",
+        "IN",
+        "IA",
+        "KS",
+        "KY",
+        "LA",
+        "ME",
+        "MD",
+        "MA",
+        "MI",
+        "MN",
+        "MS",
+        "MO",
+        "MT",
+        "NE",
+        "NV",
+        "NH",
+        "NJ",
+        "NM",
+        "NY",
+        "NC",
+        "ND",
+        "OH",
+        "OK",
+        "OR",
+        "PA",
+        "RI",
+        "SC",
+        "SD",
+        "TN",
+        "TX",
+        "UT",
+        "VT",
+        "VA",
+        "WA",
+        "WV",
+        "WI",
+        "WY",
+    ]
+)
+_EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass
+class NormalizeResult:
+    leads: list[Lead] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"normalized": len(self.leads), "quarantined": len(self.quarantined)}
+
+
+def clean_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = _SPACES.sub(" ", str(value)).strip()
+    return text or None
+
+
+@lru_cache(maxsize=4096)
+def country_code(value: str | None) -> str | None:
+    """ISO 3166-1 alpha-2 code for a country name or code as shown; None if unknown."""
+    if not value:
+        return None
+    key = value.strip().casefold()
+    if key in _COUNTRY_ALIASES:
+        return _COUNTRY_ALIASES[key]
+    try:
+        return pycountry.countries.lookup(key).alpha_2
+    except LookupError:
+        return None
+
+
+@lru_cache(maxsize=200_000)
+def parse_phone(raw: str, region: str) -> str | None:
+    """E.164 for a phone as shown, read in the lead's region; None when it is not a valid number."""
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@lru_cache(maxsize=4)
+def _domain_extractor(extra_suffixes: tuple[str, ...]) -> tldextract.TLDExtract:
+    # The bundled Public Suffix List snapshot: no network at run time (the machine may have none).
+    return tldextract.TLDExtract(suffix_list_urls=(), extra_suffixes=list(extra_suffixes))
+
+
+def _extra_suffixes() -> tuple[str, ...]:
+    # The sandbox's business sites live under the reserved `.test` TLD; treat it as a public
+    # suffix there so `artsdeli.test` is a registered domain, as `artsdeli.com` would be.
+    return ("test",) if get_settings().sandbox else ()
+
+
+def normalize_website(raw: str | None) -> str | None:
+    text = clean_text(raw)
+    if not text or " " in text or "." not in text:
+        return None
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    path = parts.path if parts.path not in ("", "/") else ""
+    return urlunsplit((parts.scheme, parts.netloc.lower(), path, parts.query, ""))
+
+
+@lru_cache(maxsize=200_000)
+def registered_domain(url: str, extra_suffixes: tuple[str, ...] = ()) -> str | None:
+    host = urlsplit(url).hostname
+    if not host:
+        return None
+    result = _domain_extractor(extra_suffixes)(host)
+    return result.top_domain_under_public_suffix or None
+
+
+def _as_float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(str(value).replace(",", "."))
+    except ValueError:
+        return None
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(float(str(value).replace(",", "")))
+    except ValueError:
+        return None
+
+
+def _categories(raw: dict[str, Any]) -> list[str]:
+    shown = raw.get("categories") or []
+    if isinstance(shown, str):
+        shown = [part for part in shown.split(",")]
+    values = [clean_text(c) for c in (*shown, raw.get("category"))]
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def _open_hours(value: Any) -> dict[str, list[str]] | None:
+    if not isinstance(value, dict):
+        return None
+    hours = {
+        day: [str(v) for v in (value[day] if isinstance(value[day], list) else [value[day]])]
+        for day in WEEKDAYS
+        if value.get(day) is not None
+    }
+    return hours or None
+
+
+def _source_id(raw: dict[str, Any]) -> str:
+    for key in ("source_id", "place_id", "cid", "url"):
+        if raw.get(key):
+            return str(raw[key])
+    # Nothing the source calls an id: a content hash keeps re-runs stable.
+    payload = json.dumps(raw, sort_keys=True, default=str).encode()
+    return "sha1:" + hashlib.sha1(payload).hexdigest()
+
+
+def normalize_record(
+    raw: dict[str, Any], *, run_id: str | None, default_region: str | None = None
+) -> Lead | Quarantined:
+    """One raw record -> a Lead, or a Quarantined record with every reason it cannot be one."""
+    source = clean_text(raw.get("source")) or "unknown"
+    if raw.get("parse_error"):
+        return Quarantined(
+            run_id=run_id,
+            stage=STAGE,
+            source=source,
+            payload=raw,
+            reasons=[f"page could not be parsed: {raw['parse_error']}"],
+        )
+
+    flags: list[str] = []
+    name = clean_text(raw.get("name"))
+    state = clean_text(raw.get("state"))
+    country = country_code(clean_text(raw.get("country")))
+    if raw.get("country") and country is None:
+        flags.append(f"unknown country: {raw['country']!r}")
+    if country is None and state and state.upper() in _US_STATES:
+        country = "US"
+    address = {
+        "full": clean_text(raw.get("address")),
+        "street": clean_text(raw.get("street")),
+        "city": clean_text(raw.get("city")),
+        "postal_code": clean_text(raw.get("postal_code")),
+        "state": state,
+        "country": country,
+    }
+    if address["full"] is None and address["street"]:
+        parts = ("street", "city", "postal_code", "state")
+        address["full"] = ", ".join(address[p] for p in parts if address[p])
+
+    phone_raw = clean_text(raw.get("phone"))
+    region = country or default_region or get_settings().default_region
+    phone = parse_phone(phone_raw, region) if phone_raw else None
+    if phone_raw and phone is None:
+        flags.append(f"unparseable phone: {phone_raw!r}")
+
+    website = normalize_website(raw.get("website"))
+    if raw.get("website") and website is None:
+        flags.append(f"unusable website: {raw['website']!r}")
+    domain = registered_domain(website, _extra_suffixes()) if website else None
+
+    reasons = []
+    if not name:
+        reasons.append("missing name")
+    if not (address["full"] or phone_raw or website):
+        reasons.append("nothing identifies the business: no address, phone or website")
+    if reasons:
+        return Quarantined(run_id=run_id, stage=STAGE, source=source, payload=raw, reasons=reasons)
+    assert name is not None  # for the type checker: guarded by the reasons above
+
+    location = None
+    lat, lng = _as_float(raw.get("latitude")), _as_float(raw.get("longitude"))
+    if lat is not None and lng is not None:
+        if -90 <= lat <= 90 and -180 <= lng <= 180:
+            location = {"type": "Point", "coordinates": (lng, lat)}
+        else:
+            flags.append(f"coordinates out of range: {lat}, {lng}")
+
+    rating = _as_float(raw.get("rating"))
+    if rating is not None and not 0 <= rating <= 5:
+        flags.append(f"rating out of range: {rating}")
+        rating = None
+    review_count = _as_int(raw.get("review_count"))
+    if review_count is not None and review_count < 0:
+        flags.append(f"negative review count: {review_count}")
+        review_count = None
+
+    emails: list[str] = []
+    for value in raw.get("emails") or []:
+        text = (clean_text(value) or "").lower().removeprefix("mailto:")
+        if _EMAIL_RE.match(text):
+            if text not in emails:
+                emails.append(text)
+        elif text:
+            flags.append(f"malformed email: {text!r}")
+
+    categories = _categories(raw)
+    now = utcnow()
+    # One validation of a plain dict: several times faster than building each sub-model.
+    return Lead.model_validate(
+        {
+            "name": name,
+            "categories": categories,
+            "category": category_slug(tuple(categories)),
+            "address": address,
+            "location": location,
+            "phone": phone,
+            "phone_raw": phone_raw,
+            "website": website,
+            "domain": domain,
+            "emails": [{"value": e, "source": source} for e in emails],
+            "best_email": emails[0] if emails else None,
+            "rating": rating,
+            "review_count": review_count,
+            "open_hours": _open_hours(raw.get("open_hours")),
+            "business_status": clean_text(raw.get("business_status")),
+            "sources": [
+                {
+                    "source": source,
+                    "source_id": _source_id(raw),
+                    "place_id": clean_text(raw.get("place_id")),
+                    "cid": clean_text(raw.get("cid")),
+                    "data_id": clean_text(raw.get("data_id")),
+                    "url": clean_text(raw.get("url")),
+                    "seen_at": now,
+                    "run_id": run_id,
+                }
+            ],
+            "last_seen": now,
+            "run_ids": [run_id] if run_id else [],
+            "quality_flags": flags,
+        }
+    )
+
+
+def normalize_records(
+    records: Iterable[Any], *, run_id: str | None, default_region: str | None = None
+) -> NormalizeResult:
+    """A whole batch: every record ends up either a lead or a quarantined record."""
+    result = NormalizeResult()
+    region = default_region or get_settings().default_region
+    with paused_gc():
+        for raw in records:
+            outcome = (
+                normalize_record(raw, run_id=run_id, default_region=region)
+                if isinstance(raw, dict)
+                else Quarantined(
+                    run_id=run_id,
+                    stage=STAGE,
+                    payload={"value": repr(raw)},
+                    reasons=[f"record is a {type(raw).__name__}, not an object"],
+                )
+            )
+            if isinstance(outcome, Lead):
+                result.leads.append(outcome)
+            else:
+                result.quarantined.append(outcome)
+    return result
+
+
+@task(name="normalize", cache_policy=NO_CACHE, persist_result=False)
+def normalize_task(records: list[dict[str, Any]], run_id: str) -> list[Lead]:
+    """Normalise the batch; records that cannot be leads go to quarantine with reasons."""
+    result = normalize_records(records, run_id=run_id)
+    store = shared_store()
+    store.quarantine(result.quarantined)
+    store.record_stage(run_id, STAGE, result.counts)
+    if result.quarantined:
+        get_run_logger().warning(
+            "%d of %d records quarantined (see GET /runs/%s/quarantine)",
+            len(result.quarantined), len(records), run_id,
+        )  # fmt: skip
+    return result.leads

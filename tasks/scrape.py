@@ -1,0 +1,189 @@
+"""Stage `scrape`: run each source's spider as a subprocess and collect its raw items.
+
+Scrapy runs in its own process per crawl (the Twisted reactor cannot restart in-process), with
+items written to `<run folder>/<source>.jsonl` and kept there. The exit code says nothing
+(0 even when every request failed), so success is decided from the item count and the stats
+file the `spiders.extensions` extension writes at close.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from connectors.mongo import shared_store
+from leadflow.settings import PROJECT_DIR, Settings, get_settings
+from models.search import SearchSpec
+
+SPIDERS: dict[str, str] = {"directory": "directory", "google_maps": "google_maps"}
+
+
+class CrawlFailed(RuntimeError):
+    """A crawl produced nothing usable; the message says why, from its stats and log."""
+
+
+@dataclass
+class CrawlResult:
+    source: str
+    items_path: Path
+    stats_path: Path
+    log_path: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "items": len(self.records),
+            "requests": int(self.stats.get("downloader/request_count", 0)),
+            "parse_errors": int(self.stats.get("leadflow/parse_errors", 0)),
+        }
+
+
+def crawl_command(
+    source: str, spec: SearchSpec, *, items_path: Path, stats_path: Path, log_path: Path
+) -> list[str]:
+    spider = SPIDERS[source]
+    args = [sys.executable, "-m", "scrapy", "crawl", spider, "-a", f"limit={spec.limit}"]
+    if spec.category:
+        args += ["-a", f"category={spec.category}"]
+    if spec.location:
+        args += ["-a", f"location={spec.location}"]
+    if spec.bbox:
+        args += ["-a", f"bbox={spec.bbox.model_dump_json()}"]
+    return [
+        *args,
+        "-O", f"{items_path}:jsonlines",
+        "-s", f"LEADFLOW_STATS_FILE={stats_path}",
+        "-s", f"LOG_FILE={log_path}",
+    ]  # fmt: skip
+
+
+def _failure_summary(stats: dict[str, Any]) -> str:
+    """The stats that explain an empty crawl: errors by kind and responses by status."""
+    interesting = {
+        key: value
+        for key, value in stats.items()
+        if key.startswith(("downloader/exception_type_count/", "downloader/response_status_count/"))
+        or key
+        in ("finish_reason", "retry/max_reached", "robotstxt/forbidden", "leadflow/parse_errors")
+    }
+    if not interesting:
+        return "no requests completed"
+    return ", ".join(
+        f"{k.rsplit('/', 1)[-1] if '/' in k else k}={v}" for k, v in sorted(interesting.items())
+    )
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    errors = [line for line in text if " ERROR" in line or "Traceback" in line]
+    return "\n".join((errors or text)[-lines:])
+
+
+def read_items(path: Path, source: str) -> list[dict[str, Any]]:
+    """Read a JSONL feed; a line that is not JSON becomes a parse-error record, not a loss."""
+    records: list[dict[str, Any]] = []
+    if not path.exists():
+        return records
+    with path.open(encoding="utf-8") as feed:
+        for number, line in enumerate(feed, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                records.append(
+                    {
+                        "source": source,
+                        "source_id": f"{path.name}:{number}",
+                        "parse_error": f"line {number} of {path.name} is not JSON: {exc}",
+                        "raw_line": line[:2000],
+                    }
+                )
+    return records
+
+
+def crawl(
+    source: str, spec: SearchSpec, run_dir: Path, settings: Settings | None = None
+) -> CrawlResult:
+    """Run one spider to completion (or its time limit) and return its items and stats."""
+    settings = settings or get_settings()
+    if source not in SPIDERS:
+        raise CrawlFailed(f"unknown source {source!r}; known: {', '.join(SPIDERS)}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = CrawlResult(
+        source=source,
+        items_path=run_dir / f"{source}.jsonl",
+        stats_path=run_dir / f"{source}.stats.json",
+        log_path=run_dir / f"{source}.log",
+    )
+    command = crawl_command(
+        source,
+        spec,
+        items_path=result.items_path,
+        stats_path=result.stats_path,
+        log_path=result.log_path,
+    )
+    env = {
+        **os.environ,
+        "SCRAPY_SETTINGS_MODULE": "spiders.settings",
+        "PYTHONPATH": str(PROJECT_DIR),
+    }
+    try:
+        completed = subprocess.run(
+            command,
+            cwd=PROJECT_DIR,
+            env=env,
+            timeout=settings.crawl_timeout,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        # subprocess.run has already killed the crawl; keep what it wrote for inspection.
+        result.records = read_items(result.items_path, source)
+        raise CrawlFailed(
+            f"crawl of {source} exceeded its time limit of {settings.crawl_timeout:g}s and was "
+            f"stopped after {len(result.records)} items (LEADFLOW_CRAWL_TIMEOUT); log: {result.log_path}"
+        ) from exc
+
+    if result.stats_path.exists():
+        result.stats = json.loads(result.stats_path.read_text(encoding="utf-8"))
+    result.records = read_items(result.items_path, source)
+    if not result.records:
+        detail = _tail(result.log_path) or (completed.stderr or "").strip()[-1000:]
+        raise CrawlFailed(
+            f"crawl of {source} for {spec.describe()} produced no items "
+            f"(exit code {completed.returncode}; {_failure_summary(result.stats)}). "
+            f"Log: {result.log_path}" + (f"\n{detail}" if detail else "")
+        )
+    return result
+
+
+def scrape(spec: SearchSpec, run_id: str, settings: Settings | None = None) -> list[CrawlResult]:
+    """Crawl every source the spec names, into the run's folder."""
+    settings = settings or get_settings()
+    run_dir = settings.runs_dir / run_id
+    return [crawl(source, spec, run_dir, settings) for source in spec.sources]
+
+
+@task(name="scrape", cache_policy=NO_CACHE, persist_result=False)
+def scrape_task(spec: SearchSpec, run_id: str) -> list[dict[str, Any]]:
+    """Crawl the spec's sources; the raw records of every source, in source order."""
+    logger = get_run_logger()
+    results = scrape(spec, run_id)
+    for result in results:
+        logger.info("%s: %s (items in %s)", result.source, result.counts, result.items_path)
+    shared_store().record_stage(run_id, "scrape", {r.source: len(r.records) for r in results})
+    return [record for result in results for record in result.records]
