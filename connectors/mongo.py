@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient, UpdateOne
@@ -31,9 +30,10 @@ QUARANTINE = "quarantine"
 RUNS = "runs"
 
 # Fields the pipeline never writes with `$set` on an existing lead: the key, the insert-only
-# timestamp, the run ids (added, never replaced, so concurrent runs both count) and the
-# analyst-owned review block.
-_NOT_SET = frozenset({"lead_id", "first_seen", "run_ids", "review"})
+# timestamp, the run ids (added, never replaced, so concurrent runs both count), the
+# analyst-owned review block, and `last_seen`, which is `$currentDate`: the embedded server
+# stores a top-level datetime given to `$set` on an existing document as a string.
+_NOT_SET = frozenset({"lead_id", "first_seen", "last_seen", "run_ids", "review"})
 
 # Keys per `$in` query when looking up dedup candidates: keeps each query document well under
 # the 16 MB BSON limit even for 100k-lead batches.
@@ -230,6 +230,7 @@ class LeadStore:
         update: dict[str, Any] = {
             "$set": document,
             "$setOnInsert": {"lead_id": lead.lead_id, "first_seen": lead.first_seen or utcnow()},
+            "$currentDate": {"last_seen": True},
         }
         if lead.run_ids:
             update["$addToSet"] = {"run_ids": {"$each": list(lead.run_ids)}}
@@ -241,7 +242,7 @@ class LeadStore:
             raise ValueError("a tombstone needs its lead_id and merged_into")
         return UpdateOne(
             {"lead_id": tombstone.lead_id},
-            {"$set": {"merged_into": tombstone.merged_into, "last_seen": utcnow()}},
+            {"$set": {"merged_into": tombstone.merged_into}, "$currentDate": {"last_seen": True}},
         )
 
     # --- quarantine ----------------------------------------------------------------------
@@ -259,45 +260,46 @@ class LeadStore:
 
     # --- runs ----------------------------------------------------------------------------
 
-    def create_run(self, run_id: str, spec: dict[str, Any], **fields: Any) -> None:
-        """Record a run the moment it is created (idempotent: a retry keeps the first doc)."""
-        now = utcnow()
+    def create_run(
+        self, run_id: str, spec: dict[str, Any], *, started: bool = False, **fields: Any
+    ) -> None:
+        """Record a run the moment it is created (idempotent: a retry keeps the first doc).
+
+        Timestamps are `$currentDate` (server time), which both MongoDB and the embedded
+        server store as dates on an existing document.
+        """
         self.runs.update_one(
             {"_id": run_id},
             {
                 "$setOnInsert": {
                     "run_id": run_id,
                     "spec": spec,
-                    "created_at": now,
                     "counts": {},
                     "errors": [],
+                    "created_at": utcnow(),
                 },
-                "$set": {"updated_at": now, **fields},
+                "$set": fields,
+                "$currentDate": {"updated_at": True, **({"started_at": True} if started else {})},
             },
             upsert=True,
         )
 
-    def update_run(self, run_id: str, **fields: Any) -> None:
-        self.runs.update_one({"_id": run_id}, {"$set": {"updated_at": utcnow(), **fields}})
+    def update_run(self, run_id: str, *, timestamps: Iterable[str] = (), **fields: Any) -> None:
+        update: dict[str, Any] = {
+            "$currentDate": {"updated_at": True, **dict.fromkeys(timestamps, True)}
+        }
+        if fields:
+            update["$set"] = fields
+        self.runs.update_one({"_id": run_id}, update)
 
     def record_stage(self, run_id: str, stage: str, counts: dict[str, int]) -> None:
-        self.runs.update_one(
-            {"_id": run_id},
-            {"$set": {f"counts.{stage}": counts, "updated_at": utcnow(), "stage": stage}},
-        )
+        self.update_run(run_id, **{f"counts.{stage}": counts, "stage": stage})
 
-    def finish_run(
-        self,
-        run_id: str,
-        state: str,
-        *,
-        message: str | None = None,
-        finished_at: datetime | None = None,
-    ) -> None:
-        fields: dict[str, Any] = {"state": state, "finished_at": finished_at or utcnow()}
+    def finish_run(self, run_id: str, state: str, *, message: str | None = None) -> None:
+        fields: dict[str, Any] = {"state": state}
         if message:
             fields["state_message"] = message
-        self.update_run(run_id, **fields)
+        self.update_run(run_id, timestamps=("finished_at",), **fields)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         return self.runs.find_one({"_id": run_id})

@@ -1,0 +1,120 @@
+"""Flow `lead_pipeline`: one search, from crawl to stored, de-duplicated leads.
+
+Reads like the DAG it runs: scrape -> normalize -> dedup -> load, each a batch-level task
+with retries; a markdown run summary and a table of the top leads as artifacts. The run's id
+is its Prefect flow-run id; its `runs` document in MongoDB records spec, state and counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.schemas.objects import Flow, FlowRun
+from prefect.runtime import flow_run
+from prefect.states import State
+
+from connectors.mongo import LoadCounts, shared_store
+from leadflow.settings import get_settings
+from models.lead import Lead
+from models.search import SearchSpec
+from tasks.dedup import DedupResult, dedup_task
+from tasks.load import load_task
+from tasks.normalize import normalize_task
+from tasks.scrape import scrape_task
+
+TOP_LEADS = 20
+
+
+def _record_final_state(_flow: Flow, run: FlowRun, state: State) -> None:
+    """State hook: the runs document ends in the same definite state as the flow run."""
+    shared_store().finish_run(str(run.id), state.type.value, message=state.message)
+
+
+def run_summary(
+    spec: SearchSpec, scraped: int, leads: list[Lead], dedup: DedupResult, load: LoadCounts
+) -> dict[str, Any]:
+    return {
+        "spec": spec.model_dump(mode="json"),
+        "scraped": scraped,
+        "normalized": len(leads),
+        "quarantined": scraped - len(leads),
+        "merged_in_batch": dedup.merged_in_batch,
+        "matched_stored": dedup.matched_stored,
+        "stored_merged": dedup.stored_merged,
+        "new": dedup.new,
+        "inserted": load.inserted,
+        "updated": load.updated,
+        "tombstoned": load.tombstoned,
+        "load_round_trips": load.round_trips,
+    }
+
+
+def _summary_markdown(run_id: str, summary: dict[str, Any]) -> str:
+    rows = "\n".join(
+        f"| {key.replace('_', ' ')} | {value} |" for key, value in summary.items() if key != "spec"
+    )
+    return (
+        f"# Lead pipeline run `{run_id}`\n\n"
+        f"Search: **{SearchSpec.model_validate(summary['spec']).describe()}**\n\n"
+        f"| stage count | value |\n|---|---|\n{rows}\n\n"
+        f"Quarantined records (with reasons) are in the `quarantine` collection under run id `{run_id}`."
+    )
+
+
+def _top_leads_table(leads: list[Lead]) -> list[dict[str, Any]]:
+    def rank(lead: Lead) -> tuple[float, int, int]:
+        score = float((lead.score or {}).get("value") or 0)
+        return (score, int(lead.review_count or 0), len(lead.sources))
+
+    return [
+        {
+            "lead_id": lead.lead_id,
+            "name": lead.name,
+            "category": lead.category,
+            "city": lead.address.city,
+            "phone": lead.phone or lead.phone_raw,
+            "website": lead.website,
+            "rating": lead.rating,
+            "reviews": lead.review_count,
+            "sources": len(lead.sources),
+        }
+        for lead in sorted(leads, key=rank, reverse=True)[:TOP_LEADS]
+    ]
+
+
+@flow(
+    name="lead_pipeline",
+    description="Scrape -> normalise -> dedup -> load for one SearchSpec.",
+    on_failure=[_record_final_state],
+    on_crashed=[_record_final_state],
+    on_cancellation=[_record_final_state],
+)
+def lead_pipeline(spec: SearchSpec) -> dict[str, Any]:
+    settings = get_settings()
+    logger = get_run_logger()
+    run_id = str(flow_run.get_id())
+    store = shared_store()
+    store.create_indexes()
+    store.create_run(run_id, spec.model_dump(mode="json"), started=True, state="RUNNING")
+    logger.info("run %s: %s", run_id, spec.describe())
+
+    retrying = {"retries": settings.task_retries, "retry_delay_seconds": settings.task_retry_delay}
+    records = scrape_task.with_options(**retrying)(spec, run_id)
+    leads = normalize_task.with_options(**retrying)(records, run_id)
+    deduped = dedup_task.with_options(**retrying)(leads, run_id)
+    loaded = load_task.with_options(**retrying)(deduped, run_id)
+
+    summary = run_summary(spec, len(records), leads, deduped, loaded)
+    create_markdown_artifact(
+        key="run-summary",
+        markdown=_summary_markdown(run_id, summary),
+        description="Counts per stage",
+    )
+    create_table_artifact(
+        key="top-leads", table=_top_leads_table(deduped.leads), description="Top leads of this run"
+    )
+    store.update_run(run_id, summary=summary)
+    store.finish_run(run_id, "COMPLETED")
+    return summary

@@ -1,0 +1,1 @@
+"""Parsers for the business directory's pages (pure functions, no Scrapy)."""

@@ -1,0 +1,57 @@
+"""Scrapy settings for Leadflow crawls, read from Leadflow's settings.
+
+Crawls run as `python -m scrapy crawl ...` subprocesses that inherit the LEADFLOW_* environment,
+so `leadflow.settings.get_settings()` here configures every crawl (politeness, time-outs, the
+proxy). `-s NAME=value` on the command line still overrides any of them.
+"""
+
+from __future__ import annotations
+
+from leadflow.settings import get_settings
+
+_s = get_settings()
+
+BOT_NAME = "leadflow"
+SPIDER_MODULES = ["spiders.spiders"]
+NEWSPIDER_MODULE = "spiders.spiders"
+
+USER_AGENT = _s.user_agent
+ROBOTSTXT_OBEY = _s.crawl_obey_robots
+
+CONCURRENT_REQUESTS = _s.crawl_concurrency
+CONCURRENT_REQUESTS_PER_DOMAIN = _s.crawl_concurrency_per_domain
+DOWNLOAD_TIMEOUT = _s.crawl_download_timeout
+# AutoThrottle never goes below it. getattr: the setting is new and may not be everywhere yet.
+DOWNLOAD_DELAY = _s.crawl_download_delay
+
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = _s.autothrottle_start_delay
+AUTOTHROTTLE_MAX_DELAY = _s.autothrottle_max_delay
+AUTOTHROTTLE_TARGET_CONCURRENCY = _s.autothrottle_target_concurrency
+
+RETRY_ENABLED = True
+RETRY_TIMES = _s.crawl_retry_times
+RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
+
+# No listening ports from a crawl subprocess.
+TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False
+
+LOG_LEVEL = "INFO"
+FEED_EXPORT_ENCODING = "utf-8"
+
+DOWNLOADER_MIDDLEWARES = {
+    # Before Scrapy's HttpProxyMiddleware (750), which acts on meta["proxy"].
+    "spiders.middlewares.LeadflowProxyMiddleware": 350,
+}
+ITEM_PIPELINES = {
+    "spiders.pipelines.CleanAndCountPipeline": 100,
+}
+EXTENSIONS = {
+    "spiders.extensions.StatsFileExtension": 900,
+}
+
+# Leadflow's own Scrapy settings (overridable with -s).
+LEADFLOW_PROXY = _s.crawl_proxy or ""
+LEADFLOW_DIRECTORY_URL = _s.directory_url
+LEADFLOW_STATS_FILE = ""  # path for the stats JSON written at spider close; empty = none

@@ -1,0 +1,1 @@
+"""Leadflow's spiders; Scrapy discovers them through SPIDER_MODULES."""
