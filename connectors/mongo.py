@@ -28,6 +28,7 @@ from models.lead import Lead, Quarantined, utcnow
 LEADS = "leads"
 QUARANTINE = "quarantine"
 RUNS = "runs"
+MIGRATIONS = "migrations"
 
 # Fields the pipeline never writes with `$set` on an existing lead: the key, the insert-only
 # timestamp, the run ids (added, never replaced, so concurrent runs both count), the
@@ -51,8 +52,11 @@ LEAD_INDEXES: tuple[IndexModel, ...] = (
     IndexModel(
         [("sources.source", ASCENDING), ("sources.source_id", ASCENDING)], name="source_record"
     ),
-    IndexModel([("name", "text")], name="name_text"),
 )
+# Created once and recorded in `migrations`: re-creating an existing text index is a no-op on
+# MongoDB but an error on the embedded server, which also leaves text indexes out of
+# `list_indexes`, so existence cannot be checked by listing.
+LEAD_TEXT_INDEX = IndexModel([("name", "text")], name="name_text")
 QUARANTINE_INDEXES: tuple[IndexModel, ...] = (
     IndexModel([("run_id", ASCENDING), ("created_at", DESCENDING)], name="run_created"),
 )
@@ -167,11 +171,16 @@ class LeadStore:
 
     def create_indexes(self) -> dict[str, list[str]]:
         """Create every index the pipeline and API queries need (idempotent)."""
-        return {
+        created = {
             LEADS: self.leads.create_indexes(list(LEAD_INDEXES)),
             QUARANTINE: self.quarantine_collection.create_indexes(list(QUARANTINE_INDEXES)),
             RUNS: self.runs.create_indexes(list(RUN_INDEXES)),
         }
+        marker = {"_id": f"{LEADS}.{LEAD_TEXT_INDEX.document['name']}"}
+        if self.db[MIGRATIONS].find_one(marker) is None:
+            created[LEADS] += self.leads.create_indexes([LEAD_TEXT_INDEX])
+            self.db[MIGRATIONS].update_one(marker, {"$set": {"applied_at": utcnow()}}, upsert=True)
+        return created
 
     # --- leads ---------------------------------------------------------------------------
 
@@ -190,6 +199,13 @@ class LeadStore:
     def get_lead(self, lead_id: str) -> Lead | None:
         doc = self.leads.find_one({"lead_id": lead_id})
         return lead_from_document(doc) if doc else None
+
+    def leads_of_run(self, run_id: str) -> list[Lead]:
+        # `$in`, not equality: the embedded server does not match an array element by `==`.
+        return [
+            lead_from_document(d)
+            for d in self.leads.find({"run_ids": {"$in": [run_id]}, "merged_into": None})
+        ]
 
     def count_live_leads(self) -> int:
         return count(self.leads, {"merged_into": None})

@@ -21,7 +21,7 @@ ROBOTSTXT_OBEY = _s.crawl_obey_robots
 CONCURRENT_REQUESTS = _s.crawl_concurrency
 CONCURRENT_REQUESTS_PER_DOMAIN = _s.crawl_concurrency_per_domain
 DOWNLOAD_TIMEOUT = _s.crawl_download_timeout
-# AutoThrottle never goes below it. getattr: the setting is new and may not be everywhere yet.
+# AutoThrottle never goes below it.
 DOWNLOAD_DELAY = _s.crawl_download_delay
 
 AUTOTHROTTLE_ENABLED = True

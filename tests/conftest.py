@@ -70,8 +70,8 @@ else:
             # The worker polls every 2 s instead of 10, so deployment runs start quickly.
             "PREFECT_WORKER_QUERY_SECONDS": "2",
             "LEADFLOW_HOME": str(TEST_HOME),
-        # A killed worker's run is marked Crashed 60 s after its last heartbeat (default 90).
-        "LEADFLOW_ZOMBIE_AFTER_SECONDS": "60",
+            # A killed worker's run is marked Crashed 60 s after its last heartbeat (default 90).
+            "LEADFLOW_ZOMBIE_AFTER_SECONDS": "60",
             "LEADFLOW_MONGO_PORT": str(_mongo_port),
             "LEADFLOW_PREFECT_PORT": str(_prefect_port),
             "LEADFLOW_SANDBOX_PORT": str(_sandbox_port),
