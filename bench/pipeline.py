@@ -83,7 +83,9 @@ def measure_load(size: int, seed: int, batch_size: int) -> dict[str, float]:
     from tasks.normalize import normalize_records
 
     records, _ = _generated(size, seed)
-    leads = dedup_leads(normalize_records(records, run_id="bench").leads, [], run_id="bench", threshold=0.8).leads
+    leads = dedup_leads(
+        normalize_records(records, run_id="bench").leads, [], run_id="bench", threshold=0.8
+    ).leads
     with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as tmp:
         port = _free_port()
         server = subprocess.Popen(
@@ -92,7 +94,9 @@ def measure_load(size: int, seed: int, batch_size: int) -> dict[str, float]:
         )  # fmt: skip
         try:
             counter = CommandCounter()
-            client: MongoClient = MongoClient(f"mongodb://127.0.0.1:{port}/", event_listeners=[counter])
+            client: MongoClient = MongoClient(
+                f"mongodb://127.0.0.1:{port}/", event_listeners=[counter]
+            )
             deadline = time.monotonic() + 30
             while True:
                 try:
@@ -125,12 +129,18 @@ def measure_load(size: int, seed: int, batch_size: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated lead counts")
-    parser.add_argument("--load", type=int, default=10_000, help="leads to load into MongoDB (0 = skip)")
+    parser.add_argument(
+        "--load", type=int, default=10_000, help="leads to load into MongoDB (0 = skip)"
+    )
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per size; the median is printed")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per size; the median is printed"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one size, JSON out
     args = parser.parse_args()
 
@@ -139,7 +149,9 @@ def main() -> None:
         return
 
     print(f"normalise+dedup (seed {args.seed}; median of {args.repeat} fresh processes each)")
-    print(f"{'leads':>8} {'wall s':>8} {'norm s':>7} {'dedup s':>8} {'leads/s':>9} {'precision':>9} {'recall':>7} {'peak RSS MiB':>12}")
+    print(
+        f"{'leads':>8} {'wall s':>8} {'norm s':>7} {'dedup s':>8} {'leads/s':>9} {'precision':>9} {'recall':>7} {'peak RSS MiB':>12}"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
         runs = []
         for _ in range(args.repeat):

@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     crawl_concurrency: int = Field(16, description="Scrapy CONCURRENT_REQUESTS.")
     crawl_concurrency_per_domain: int = 8
     crawl_download_timeout: float = 30.0
-    crawl_download_delay: float = Field(0.0, description="Minimum seconds between requests to one site.")
+    crawl_download_delay: float = Field(
+        0.0, description="Minimum seconds between requests to one site."
+    )
     crawl_retry_times: int = 2
     crawl_obey_robots: bool = True
     autothrottle_start_delay: float = 0.25
