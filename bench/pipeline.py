@@ -35,6 +35,24 @@ def _generated(size: int, seed: int) -> tuple[list[dict], dict[str, str | None]]
     return records, {r["source_id"]: directory.truth[r["source_id"]] for r in records}
 
 
+def write_dataset(size: int, seed: int, folder: Path) -> Path:
+    """The records as a crawl feed (JSONL) plus the ground truth, as the pipeline reads them."""
+    records, truth = _generated(size, seed)
+    feed = folder / f"records-{size}.jsonl"
+    with feed.open("w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    feed.with_suffix(".truth.json").write_text(json.dumps(truth), encoding="utf-8")
+    return feed
+
+
+def read_dataset(feed: Path) -> tuple[list[dict], dict[str, str | None]]:
+    from tasks.scrape import read_items
+
+    truth = json.loads(feed.with_suffix(".truth.json").read_text(encoding="utf-8"))
+    return read_items(feed, "directory"), truth
+
+
 def pair_scores(leads: list, truth: dict[str, str | None]) -> tuple[float, float]:
     """Pairwise precision/recall of the leads' source records against the ground truth."""
     from leadflow.dedup_file import evaluate_pairs
@@ -44,11 +62,11 @@ def pair_scores(leads: list, truth: dict[str, str | None]) -> tuple[float, float
     return scores.precision, scores.recall
 
 
-def measure_normalize_dedup(size: int, seed: int) -> dict[str, float]:
+def measure_normalize_dedup(feed: Path) -> dict[str, float]:
     from tasks.dedup import dedup_leads
     from tasks.normalize import normalize_records
 
-    records, truth = _generated(size, seed)
+    records, truth = read_dataset(feed)
     started = time.perf_counter()
     normalized = normalize_records(records, run_id="bench")
     middle = time.perf_counter()
@@ -91,6 +109,7 @@ def measure_load(size: int, seed: int, batch_size: int) -> dict[str, float]:
         server = subprocess.Popen(
             [str(Path(sys.executable).parent / "nx-27017"), "--host", "127.0.0.1", "-p", str(port),
              "--data-dir", tmp, "--pid-file", f"{tmp}/pid", "--log-file", f"{tmp}/log"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
             counter = CommandCounter()
@@ -113,6 +132,7 @@ def measure_load(size: int, seed: int, batch_size: int) -> dict[str, float]:
             counts = store.upsert_leads(leads)
             elapsed = time.perf_counter() - started
             batches = -(-len(leads) // batch_size)
+            client.close()
             return {
                 "leads": len(leads),
                 "batch_size": batch_size,
@@ -141,25 +161,30 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per size; the median is printed"
     )
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one size, JSON out
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: one feed, JSON out
     args = parser.parse_args()
 
     if args.one:
-        print(json.dumps(measure_normalize_dedup(args.one, args.seed)))
+        print(json.dumps(measure_normalize_dedup(args.one)))
         return
 
-    print(f"normalise+dedup (seed {args.seed}; median of {args.repeat} fresh processes each)")
+    print(
+        f"normalise+dedup of a crawl feed (JSONL) from the sandbox generator, seed {args.seed}; "
+        f"median of {args.repeat} fresh processes each; peak RSS is the largest of them"
+    )
     print(
         f"{'leads':>8} {'wall s':>8} {'norm s':>7} {'dedup s':>8} {'leads/s':>9} {'precision':>9} {'recall':>7} {'peak RSS MiB':>12}"
     )
     for size in (int(s) for s in args.sizes.split(",")):
         runs = []
-        for _ in range(args.repeat):
-            out = subprocess.run(
-                [sys.executable, __file__, "--one", str(size), "--seed", str(args.seed)],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        with tempfile.TemporaryDirectory(prefix="leadflow-bench-") as tmp:
+            feed = write_dataset(size, args.seed, Path(tmp))
+            for _ in range(args.repeat):
+                out = subprocess.run(
+                    [sys.executable, __file__, "--one", str(feed)],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         runs.sort(key=lambda r: r["wall_s"])
         m = runs[len(runs) // 2]
         print(

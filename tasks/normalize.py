@@ -108,7 +108,6 @@ _US_STATES = frozenset(
     ]
 )
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
-_SPACES = re.compile(r"\s+")
 
 
 @dataclass
@@ -122,10 +121,10 @@ class NormalizeResult:
 
 
 def clean_text(value: Any) -> str | None:
+    """Collapse runs of whitespace; empty becomes None."""
     if value is None:
         return None
-    text = _SPACES.sub(" ", str(value)).strip()
-    return text or None
+    return " ".join(str(value).split()) or None
 
 
 @lru_cache(maxsize=4096)
