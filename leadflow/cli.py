@@ -19,7 +19,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(services_app)
-console = Console()
+# soft_wrap: URLs and figures stay on one line when the output is piped or logged.
+console = Console(soft_wrap=True)
 
 
 def _spec_from_options(

@@ -5,6 +5,7 @@ Running forever. Only these tests pay for deployment + worker; the rest run flow
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -107,3 +108,34 @@ def test_killed_worker_leaves_the_run_crashed_not_running(
         assert message and "heartbeat" in message.lower()
     finally:
         svc.up(settings)  # a new worker for whatever runs next
+
+
+def test_ctrl_c_on_leadflow_run_cancels_the_run(services: RunningServices) -> None:
+    env = {
+        **os.environ,
+        "LEADFLOW_RUN_POLL_INTERVAL": "0.5",
+        # slow enough that the run is still crawling when Ctrl-C arrives
+        "LEADFLOW_CRAWL_DOWNLOAD_DELAY": "2",
+        "LEADFLOW_CRAWL_CONCURRENCY": "1",
+    }
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "leadflow.cli", "run", "--limit", "300"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert cli.stdout is not None
+    started = ""
+    while "Started flow run" not in started:
+        line = cli.stdout.readline()
+        assert line, f"leadflow run ended before starting a run: {started}"
+        started += line
+    flow_run_id = UUID(started.rsplit("Started flow run", 1)[1].split("(", 1)[1].split(")", 1)[0])
+    wait_for(flow_run_id, {"RUNNING"}, timeout=90)
+    cli.send_signal(signal.SIGINT)
+    output, _ = cli.communicate(timeout=120)
+    assert cli.returncode == 130, started + output
+    state, _ = wait_for(flow_run_id, {"CANCELLED", "COMPLETED", "FAILED", "CRASHED"}, timeout=60)
+    assert state == "CANCELLED"
+    assert "CANCELLED" in output
