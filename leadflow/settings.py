@@ -14,6 +14,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The API key the 2captcha sandbox accepts; used when no key is configured in sandbox mode.
+SANDBOX_CAPTCHA_KEY = "sandbox-2captcha-key"
 
 
 class Settings(BaseSettings):
@@ -92,6 +94,50 @@ class Settings(BaseSettings):
         0.80, description="Match score (0-1) that merges two leads."
     )
 
+    # --- CAPTCHA (2captcha) --------------------------------------------------------------
+    captcha_url: str | None = Field(
+        None,
+        description="2captcha API base URL; unset = <sandbox_url>/2captcha in sandbox mode, "
+        "else https://2captcha.com.",
+    )
+    captcha_api_key: SecretStr | None = Field(
+        None, description="2captcha API key; unset in sandbox mode = SANDBOX_CAPTCHA_KEY."
+    )
+    captcha_poll_interval: float = Field(
+        5.0, description="Seconds between res.php polls (2captcha asks for at least 5)."
+    )
+    captcha_solve_timeout: float = Field(
+        180.0, description="Give up on one CAPTCHA after this many seconds."
+    )
+    captcha_min_balance: float = Field(
+        0.10, description="A scrape that may meet CAPTCHAs refuses to start below this ($)."
+    )
+    captcha_max_attempts: int = Field(
+        3, description="Tokens tried per challenge before giving up (rejected or unsolvable)."
+    )
+    captcha_no_slot_backoff: float = Field(
+        5.0, description="Seconds to wait after ERROR_NO_SLOT_AVAILABLE (2captcha asks for 5)."
+    )
+    captcha_cost_per_solve: float = Field(
+        0.00299, description="Price ($) of one reCAPTCHA v2 solve, for the per-run cost figure."
+    )
+    captcha_http_timeout: float = Field(30.0, description="Time-out (s) of one 2captcha request.")
+    sandbox_captcha_balance: float = Field(
+        10.0, description="Starting balance ($) per sandbox key."
+    )
+    sandbox_captcha_solve_seconds: float = Field(
+        1.0, description="How long the sandbox takes to solve a CAPTCHA."
+    )
+    sandbox_captcha_unsolvable_share: float = Field(
+        0.0, description="Share (0-1) of sandbox tasks that end ERROR_CAPTCHA_UNSOLVABLE (seeded)."
+    )
+    sandbox_captcha_cost: float = Field(
+        0.00299, description="Price ($) the sandbox charges per task."
+    )
+    sandbox_captcha_token_ttl: float = Field(
+        120.0, description="Seconds a sandbox-issued token stays valid (reCAPTCHA: 120)."
+    )
+
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
@@ -131,6 +177,19 @@ class Settings(BaseSettings):
         if self.proxy_url:
             return self.proxy_url
         return self.sandbox_url if self.sandbox else None
+
+    @property
+    def captcha_base_url(self) -> str:
+        if self.captcha_url:
+            return self.captcha_url.rstrip("/")
+        return f"{self.sandbox_url}/2captcha" if self.sandbox else "https://2captcha.com"
+
+    @property
+    def captcha_key(self) -> SecretStr | None:
+        """The 2captcha key to use: the configured one, else the sandbox key in sandbox mode."""
+        if self.captcha_api_key is not None:
+            return self.captcha_api_key
+        return SecretStr(SANDBOX_CAPTCHA_KEY) if self.sandbox else None
 
 
 @lru_cache

@@ -220,9 +220,17 @@ def service_mounts(config: SandboxConfig, directory: Directory) -> dict[str, ASG
 
     This is the place to add the stand-ins for Hunter, company data, the CRMs, 2captcha and
     Slack (e.g. `"/hunter/v2": hunter_app(...)`), so a client's base URL becomes
-    `http://127.0.0.1:<port>/hunter/v2`. None are implemented yet.
+    `http://127.0.0.1:<port>/hunter/v2`.
+
+    - `/2captcha`: the 2captcha API (`sandbox.captcha`); knobs from `LEADFLOW_SANDBOX_CAPTCHA_*`.
+      Its `CaptchaSandbox` is `mounts["/2captcha"].state.captcha`, whose `verify_token` a site
+      in this process can use (or `POST /2captcha/__verify` over HTTP).
     """
-    return {}
+    from sandbox.captcha import CaptchaSandbox, captcha_app
+
+    mounts: dict[str, ASGIApp] = {}
+    mounts["/2captcha"] = captcha_app(CaptchaSandbox.from_settings(get_settings(), config.seed))
+    return mounts
 
 
 def control_app(

@@ -20,8 +20,9 @@ How a pair becomes a match
 3. Clusters. Matches are joined with union-find; each cluster is merged field by field into
    its oldest member (a stored lead beats the batch, the first batch occurrence beats later).
 
-Nothing here imports Prefect except the task wrapper at the bottom: the same engine runs in
-the tests, the `leadflow dedup` file command and the API.
+Only the task wrapper at the bottom uses Prefect; the engine (`dedup_leads`, `cluster_leads`)
+is plain Python, so the same code runs in the tests, the `leadflow dedup` file command and
+the API.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Indel
 
@@ -840,8 +843,6 @@ def _dedup(
 
 # --- Prefect task --------------------------------------------------------------------------
 
-from prefect import get_run_logger, task  # noqa: E402  (the only Prefect use in this module)
-from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 STAGE = "dedup"
 
