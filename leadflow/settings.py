@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # The API key the 2captcha sandbox accepts; used when no key is configured in sandbox mode.
@@ -57,9 +58,13 @@ class Settings(BaseSettings):
     directory_url: str = Field(
         "http://directory.test", description="Base URL of the business directory the spider crawls."
     )
-    proxy_url: str | None = Field(
-        None, description="HTTP proxy for crawls; in sandbox mode the sandbox server itself."
+    proxy_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated proxies to rotate (http://, https://; socks5:// for the "
+        "browser path only); empty = none, or the sandbox server in sandbox mode.",
     )
+    proxy_max_failures: int = Field(3, description="Failures in a row that cool a proxy down.")
+    proxy_cooldown: float = Field(60.0, description="Seconds a failing proxy is left out.")
 
     # --- crawling ------------------------------------------------------------------------
     crawl_timeout: float = Field(900.0, description="Hard limit (s) for one crawl subprocess.")
@@ -70,6 +75,10 @@ class Settings(BaseSettings):
         0.0, description="Minimum seconds between requests to one site."
     )
     crawl_retry_times: int = 2
+    crawl_retry_backoff: float = Field(
+        1.0, description="First retry delay (s) after a 429/5xx; doubles per retry."
+    )
+    crawl_retry_backoff_max: float = Field(60.0, description="Longest retry delay (s).")
     crawl_obey_robots: bool = True
     autothrottle_start_delay: float = 0.25
     autothrottle_max_delay: float = 10.0
@@ -92,6 +101,17 @@ class Settings(BaseSettings):
     # --- dedup ---------------------------------------------------------------------------
     dedup_match_threshold: float = Field(
         0.80, description="Match score (0-1) that merges two leads."
+    )
+
+    # --- website contacts ----------------------------------------------------------------
+    contacts_max_pages_per_site: int = Field(
+        4, ge=1, description="Pages fetched per business website: home + contact-like pages."
+    )
+    contacts_site_time_limit: float = Field(
+        20.0, gt=0, description="Seconds per website before its remaining requests are dropped."
+    )
+    contacts_crawl_timeout: float = Field(
+        600.0, gt=0, description="Hard limit (s) for the whole website-contacts crawl subprocess."
     )
 
     # --- CAPTCHA (2captcha) --------------------------------------------------------------
@@ -172,11 +192,18 @@ class Settings(BaseSettings):
     def sandbox_url(self) -> str:
         return f"http://{self.host}:{self.sandbox_port}"
 
+    @field_validator("proxy_urls", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @property
-    def crawl_proxy(self) -> str | None:
-        if self.proxy_url:
-            return self.proxy_url
-        return self.sandbox_url if self.sandbox else None
+    def crawl_proxies(self) -> list[str]:
+        if self.proxy_urls:
+            return list(self.proxy_urls)
+        return [self.sandbox_url] if self.sandbox else []
 
     @property
     def captcha_base_url(self) -> str:

@@ -42,7 +42,12 @@ FEED_EXPORT_ENCODING = "utf-8"
 
 DOWNLOADER_MIDDLEWARES = {
     # Before Scrapy's HttpProxyMiddleware (750), which acts on meta["proxy"].
-    "spiders.middlewares.LeadflowProxyMiddleware": 350,
+    "spiders.middlewares.ProxyRotationMiddleware": 350,
+    # Replaces Scrapy's RetryMiddleware (550): the same retries, with back-off.
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "spiders.middlewares.BackoffRetryMiddleware": 550,
+    # Closest to the downloader, so a retried request waits right before it is sent.
+    "spiders.middlewares.RetryDelayMiddleware": 950,
 }
 ITEM_PIPELINES = {
     "spiders.pipelines.CleanAndCountPipeline": 100,
@@ -52,6 +57,10 @@ EXTENSIONS = {
 }
 
 # Leadflow's own Scrapy settings (overridable with -s).
-LEADFLOW_PROXY = _s.crawl_proxy or ""
+LEADFLOW_PROXIES = _s.crawl_proxies
+LEADFLOW_PROXY_MAX_FAILURES = _s.proxy_max_failures
+LEADFLOW_PROXY_COOLDOWN = _s.proxy_cooldown
+LEADFLOW_RETRY_BACKOFF = _s.crawl_retry_backoff
+LEADFLOW_RETRY_BACKOFF_MAX = _s.crawl_retry_backoff_max
 LEADFLOW_DIRECTORY_URL = _s.directory_url
 LEADFLOW_STATS_FILE = ""  # path for the stats JSON written at spider close; empty = none

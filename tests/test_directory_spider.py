@@ -85,7 +85,7 @@ def crawl(port: int, workdir: Path, *args: str) -> tuple[list[dict], dict]:
     """Run the crawl exactly as tasks/scrape does and return (items, stats)."""
     # The session's LEADFLOW_* environment is kept; only what routes the crawl is pinned.
     env = dict(os.environ)
-    for key in ("LEADFLOW_PROXY_URL", "LEADFLOW_DIRECTORY_URL", "LEADFLOW_HOST"):
+    for key in ("LEADFLOW_PROXY_URLS", "LEADFLOW_DIRECTORY_URL", "LEADFLOW_HOST"):
         env.pop(key, None)
     env.update(
         LEADFLOW_SANDBOX="1",
@@ -155,3 +155,30 @@ def test_the_pipeline_command_respects_limit(
     assert {i["source_id"] for i in items} <= austin_dentists
     assert stats["item_scraped_count"] == 5
     assert stats.get("downloader/response_status_count/404", 0) == 0
+
+
+def test_a_dead_proxy_is_rotated_out_and_the_crawl_completes(
+    sandbox_port: int, world: Directory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("LEADFLOW_PROXY_URLS", f"{dead},http://127.0.0.1:{sandbox_port}")
+    monkeypatch.setenv("LEADFLOW_PROXY_MAX_FAILURES", "1")
+    monkeypatch.setenv("LEADFLOW_CRAWL_RETRY_BACKOFF", "0.05")
+    expected = sum(1 for x in world.listings if x.city_key == "seattle")
+    env = dict(os.environ)
+    env.update(
+        LEADFLOW_SANDBOX="1",
+        LEADFLOW_SANDBOX_PORT=str(sandbox_port),
+        SCRAPY_SETTINGS_MODULE="spiders.settings",
+    )
+    out, stats_path = tmp_path / "out.jsonl", tmp_path / "stats.json"
+    subprocess.run(
+        [sys.executable, "-m", "scrapy", "crawl", "directory", "-a", "location=Seattle, WA", "-a", "limit=0",
+         "-O", f"{out}:jsonlines", "-s", f"LEADFLOW_STATS_FILE={stats_path}", "-s", f"LOG_FILE={tmp_path / 'log'}"],
+        cwd=REPO, env=env, check=True, timeout=120,
+    )  # fmt: skip
+    items = out.read_text(encoding="utf-8").splitlines()
+    stats = json.loads(stats_path.read_text())
+    assert len(items) == expected
+    assert stats[f"leadflow/proxy_failures/{dead}"] >= 1
+    assert stats.get("retry/count", 0) >= 1
