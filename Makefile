@@ -5,7 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test down status lint clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install system-deps demo test down status lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +15,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) system-deps
+
+# Debian's Chromium for the JavaScript (scrapy-playwright) crawls: Playwright cannot download
+# its own browser on machines without internet access.
+system-deps:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "installing chromium (apt-get)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "Chromium is missing: install Debian's 'chromium' package (sudo apt-get install chromium)" \
+			     "or set LEADFLOW_CHROMIUM_PATH and CHROMIUM=/path/to/chromium"; exit 1; \
+		fi; \
+	fi
 
 demo: install
 	$(BIN)/leadflow up
