@@ -1,0 +1,1 @@
+"""Parsers for Google Maps payloads (pure functions, no Scrapy): see `parse`."""
