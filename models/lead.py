@@ -108,6 +108,11 @@ class Lead(_Model):
     review_count: int | None = None
     open_hours: dict[str, list[str]] | None = None
     business_status: str | None = None
+    details: dict[str, Any] | None = Field(
+        None,
+        description="What some sources add: plus_code, timezone, price_range, reviews_per_rating, "
+        "thumbnail, owner, order_online, credit_cards, ...",
+    )
     sources: list[SourceRecord] = Field(default_factory=list)
     first_seen: datetime | None = None
     last_seen: datetime | None = None

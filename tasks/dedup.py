@@ -688,7 +688,7 @@ def _merge_into(base: Lead, other: Lead) -> None:
         base.first_seen = other.first_seen
     base.run_ids = _union(base.run_ids, other.run_ids)
     base.quality_flags = _union(base.quality_flags, other.quality_flags)
-    for block in ("enrichment", "score"):
+    for block in ("details", "enrichment", "score"):
         mine, theirs = getattr(base, block), getattr(other, block)
         if theirs:
             setattr(base, block, {**theirs, **mine} if mine else dict(theirs))

@@ -107,6 +107,12 @@ _US_STATES = frozenset(
         "WY",
     ]
 )
+# Source extras kept as shown under `Lead.details` (Google Maps gives all of them).
+DETAIL_FIELDS = (
+    "plus_code", "plus_code_global", "timezone", "price_range", "price_range_text",
+    "reviews_per_rating", "reviews_link", "thumbnail", "owner", "order_online",
+    "credit_cards", "accepts_credit_cards", "phone_international", "borough",
+)  # fmt: skip
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
 
 
@@ -333,6 +339,8 @@ def normalize_record(
             "review_count": review_count,
             "open_hours": _open_hours(raw.get("open_hours")),
             "business_status": clean_text(raw.get("business_status")),
+            "details": {k: raw[k] for k in DETAIL_FIELDS if raw.get(k) not in (None, "", [], {})}
+            or None,
             "sources": [
                 {
                     "source": source,

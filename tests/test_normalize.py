@@ -157,3 +157,22 @@ def test_batch_keeps_every_record() -> None:
     result = normalize_records(records, run_id="r")  # type: ignore[arg-type]
     assert len(result.leads) + len(result.quarantined) == len(records)
     assert result.counts == {"normalized": 6, "quarantined": 2}
+
+
+def test_google_maps_record_keeps_its_details(google_maps_record: dict[str, object]) -> None:
+    lead = lead_of(google_maps_record)
+    assert lead.sources[0].source == "google_maps"
+    assert lead.sources[0].place_id == google_maps_record["place_id"]
+    assert lead.details is not None
+    assert lead.details["timezone"] == google_maps_record["timezone"]
+    assert lead.phone == "+35725101555"  # Limassol, Cyprus: read in the place's country
+
+
+@pytest.fixture
+def google_maps_record() -> dict[str, object]:
+    from pathlib import Path
+
+    from spiders.google_maps.parse import parse_file
+
+    (record,) = parse_file(Path(__file__).parent / "fixtures" / "google_maps" / "raw2.json")
+    return record
