@@ -7,6 +7,7 @@ and production can point them at real services. `.env.example` documents each on
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -196,6 +197,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_proxies(cls, value: object) -> object:
         if isinstance(value, str):
+            if value.lstrip().startswith("["):  # also accept a JSON list
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
