@@ -67,7 +67,16 @@ def crawl_command(
     ]  # fmt: skip
 
 
-def _failure_summary(stats: dict[str, Any]) -> str:
+def crawl_env() -> dict[str, str]:
+    """The environment of a crawl subprocess: ours (LEADFLOW_* configures it) plus the project."""
+    return {
+        **os.environ,
+        "SCRAPY_SETTINGS_MODULE": "spiders.settings",
+        "PYTHONPATH": str(PROJECT_DIR),
+    }
+
+
+def failure_summary(stats: dict[str, Any]) -> str:
     """The stats that explain an empty crawl: errors by kind and responses by status."""
     interesting = {
         key: value
@@ -83,7 +92,7 @@ def _failure_summary(stats: dict[str, Any]) -> str:
     )
 
 
-def _tail(path: Path, lines: int = 5) -> str:
+def log_tail(path: Path, lines: int = 5) -> str:
     if not path.exists():
         return ""
     text = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -135,16 +144,11 @@ def crawl(
         stats_path=result.stats_path,
         log_path=result.log_path,
     )
-    env = {
-        **os.environ,
-        "SCRAPY_SETTINGS_MODULE": "spiders.settings",
-        "PYTHONPATH": str(PROJECT_DIR),
-    }
     try:
         completed = subprocess.run(
             command,
             cwd=PROJECT_DIR,
-            env=env,
+            env=crawl_env(),
             timeout=settings.crawl_timeout,
             capture_output=True,
             text=True,
@@ -162,10 +166,10 @@ def crawl(
         result.stats = json.loads(result.stats_path.read_text(encoding="utf-8"))
     result.records = read_items(result.items_path, source)
     if not result.records:
-        detail = _tail(result.log_path) or (completed.stderr or "").strip()[-1000:]
+        detail = log_tail(result.log_path) or (completed.stderr or "").strip()[-1000:]
         raise CrawlFailed(
             f"crawl of {source} for {spec.describe()} produced no items "
-            f"(exit code {completed.returncode}; {_failure_summary(result.stats)}). "
+            f"(exit code {completed.returncode}; {failure_summary(result.stats)}). "
             f"Log: {result.log_path}" + (f"\n{detail}" if detail else "")
         )
     return result
