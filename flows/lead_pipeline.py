@@ -1,6 +1,6 @@
 """Flow `lead_pipeline`: one search, from crawl to stored, de-duplicated leads.
 
-Reads like the DAG it runs: scrape -> normalize -> dedup -> load, each a batch-level task
+Reads like the DAG it runs: scrape -> normalize -> dedup -> contacts -> load, each a batch-level task
 with retries; a markdown run summary and a table of the top leads as artifacts. The run's id
 is its Prefect flow-run id; its `runs` document in MongoDB records spec, state and counts.
 """
@@ -19,10 +19,11 @@ from connectors.mongo import LoadCounts, shared_store
 from leadflow.settings import get_settings
 from models.lead import Lead
 from models.search import SearchSpec
+from tasks.contacts import contacts_task
 from tasks.dedup import DedupResult, dedup_task
 from tasks.load import load_task
 from tasks.normalize import normalize_task
-from tasks.scrape import scrape_task
+from tasks.scrape import CrawlResult, scrape_task
 
 TOP_LEADS = 20
 
@@ -32,22 +33,42 @@ def _record_final_state(_flow: Flow, run: FlowRun, state: State) -> None:
     shared_store().finish_run(str(run.id), state.type.value, message=state.message)
 
 
+def _captcha_figures(crawls: list[CrawlResult]) -> dict[str, Any]:
+    stats = [c.stats for c in crawls]
+    solved = sum(int(st.get("leadflow/captcha/solved", 0)) for st in stats)
+    failed = sum(int(st.get("leadflow/captcha/failed", 0)) for st in stats)
+    cost = sum(float(st.get("leadflow/captcha/cost", 0.0)) for st in stats)
+    return {
+        "captchas_solved": solved,
+        "captcha_solve_rate": round(solved / (solved + failed), 3) if solved + failed else None,
+        "captcha_cost_usd": round(cost, 5),
+    }
+
+
 def run_summary(
-    spec: SearchSpec, scraped: int, leads: list[Lead], dedup: DedupResult, load: LoadCounts
+    spec: SearchSpec,
+    crawls: list[CrawlResult],
+    leads: list[Lead],
+    dedup: DedupResult,
+    load: LoadCounts,
 ) -> dict[str, Any]:
+    scraped = sum(c.item_count for c in crawls)
     return {
         "spec": spec.model_dump(mode="json"),
         "scraped": scraped,
+        **{f"scraped_{c.source}": c.item_count for c in crawls},
         "normalized": len(leads),
         "quarantined": scraped - len(leads),
         "merged_in_batch": dedup.merged_in_batch,
         "matched_stored": dedup.matched_stored,
         "stored_merged": dedup.stored_merged,
         "new": dedup.new,
+        "leads_with_email": sum(1 for lead in dedup.leads if lead.emails),
         "inserted": load.inserted,
         "updated": load.updated,
         "tombstoned": load.tombstoned,
         "load_round_trips": load.round_trips,
+        **_captcha_figures(crawls),
     }
 
 
@@ -86,7 +107,7 @@ def _top_leads_table(leads: list[Lead]) -> list[dict[str, Any]]:
 
 @flow(
     name="lead_pipeline",
-    description="Scrape -> normalise -> dedup -> load for one SearchSpec.",
+    description="Scrape -> normalise -> dedup -> website contacts -> load for one SearchSpec.",
     on_failure=[_record_final_state],
     on_crashed=[_record_final_state],
     on_cancellation=[_record_final_state],
@@ -101,12 +122,13 @@ def lead_pipeline(spec: SearchSpec) -> dict[str, Any]:
     logger.info("run %s: %s", run_id, spec.describe())
 
     retrying = {"retries": settings.task_retries, "retry_delay_seconds": settings.task_retry_delay}
-    records = scrape_task.with_options(**retrying)(spec, run_id)
-    leads = normalize_task.with_options(**retrying)(records, run_id)
+    crawls = scrape_task.with_options(**retrying)(spec, run_id)
+    leads = normalize_task.with_options(**retrying)(crawls, run_id)
     deduped = dedup_task.with_options(**retrying)(leads, run_id)
+    deduped.leads = contacts_task.with_options(**retrying)(deduped.leads, run_id)
     loaded = load_task.with_options(**retrying)(deduped, run_id)
 
-    summary = run_summary(spec, len(records), leads, deduped, loaded)
+    summary = run_summary(spec, crawls, leads, deduped, loaded)
     create_markdown_artifact(
         key="run-summary",
         markdown=_summary_markdown(run_id, summary),

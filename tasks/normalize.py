@@ -28,6 +28,7 @@ from leadflow.settings import get_settings
 from models.lead import WEEKDAYS, Lead, Quarantined, utcnow
 from models.taxonomy import category_slug
 from tasks.batching import paused_gc
+from tasks.scrape import CrawlResult
 
 STAGE = "normalize"
 
@@ -386,8 +387,10 @@ def normalize_records(
 
 
 @task(name="normalize", cache_policy=NO_CACHE, persist_result=False)
-def normalize_task(records: list[dict[str, Any]], run_id: str) -> list[Lead]:
-    """Normalise the batch; records that cannot be leads go to quarantine with reasons."""
+def normalize_task(crawls: list[CrawlResult], run_id: str) -> list[Lead]:
+    """Normalise every crawl's feed, streamed from the run folder; records that cannot be
+    leads go to quarantine with reasons."""
+    records = (record for crawl in crawls for record in crawl.records())
     result = normalize_records(records, run_id=run_id)
     store = shared_store()
     store.quarantine(result.quarantined)
@@ -395,6 +398,6 @@ def normalize_task(records: list[dict[str, Any]], run_id: str) -> list[Lead]:
     if result.quarantined:
         get_run_logger().warning(
             "%d of %d records quarantined (see GET /runs/%s/quarantine)",
-            len(result.quarantined), len(records), run_id,
+            len(result.quarantined), len(result.leads) + len(result.quarantined), run_id,
         )  # fmt: skip
     return result.leads

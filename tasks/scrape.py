@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,16 +37,20 @@ class CrawlResult:
     items_path: Path
     stats_path: Path
     log_path: Path
-    records: list[dict[str, Any]] = field(default_factory=list)
+    item_count: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
         return {
-            "items": len(self.records),
+            "items": self.item_count,
             "requests": int(self.stats.get("downloader/request_count", 0)),
             "parse_errors": int(self.stats.get("leadflow/parse_errors", 0)),
         }
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The crawl's items, read from its feed one at a time (a feed can be large)."""
+        return iter_items(self.items_path, self.source)
 
 
 def crawl_command(
@@ -100,27 +105,34 @@ def log_tail(path: Path, lines: int = 5) -> str:
     return "\n".join((errors or text)[-lines:])
 
 
-def read_items(path: Path, source: str) -> list[dict[str, Any]]:
+def iter_items(path: Path, source: str) -> Iterator[dict[str, Any]]:
     """Read a JSONL feed; a line that is not JSON becomes a parse-error record, not a loss."""
-    records: list[dict[str, Any]] = []
     if not path.exists():
-        return records
+        return
     with path.open(encoding="utf-8") as feed:
         for number, line in enumerate(feed, 1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                yield json.loads(line)
             except json.JSONDecodeError as exc:
-                records.append(
-                    {
-                        "source": source,
-                        "source_id": f"{path.name}:{number}",
-                        "parse_error": f"line {number} of {path.name} is not JSON: {exc}",
-                        "raw_line": line[:2000],
-                    }
-                )
-    return records
+                yield {
+                    "source": source,
+                    "source_id": f"{path.name}:{number}",
+                    "parse_error": f"line {number} of {path.name} is not JSON: {exc}",
+                    "raw_line": line[:2000],
+                }
+
+
+def read_items(path: Path, source: str) -> list[dict[str, Any]]:
+    return list(iter_items(path, source))
+
+
+def count_items(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open(encoding="utf-8") as feed:
+        return sum(1 for line in feed if line.strip())
 
 
 def crawl(
@@ -156,16 +168,15 @@ def crawl(
         )
     except subprocess.TimeoutExpired as exc:
         # subprocess.run has already killed the crawl; keep what it wrote for inspection.
-        result.records = read_items(result.items_path, source)
         raise CrawlFailed(
             f"crawl of {source} exceeded its time limit of {settings.crawl_timeout:g}s and was "
-            f"stopped after {len(result.records)} items (LEADFLOW_CRAWL_TIMEOUT); log: {result.log_path}"
+            f"stopped after {count_items(result.items_path)} items (LEADFLOW_CRAWL_TIMEOUT); log: {result.log_path}"
         ) from exc
 
     if result.stats_path.exists():
         result.stats = json.loads(result.stats_path.read_text(encoding="utf-8"))
-    result.records = read_items(result.items_path, source)
-    if not result.records:
+    result.item_count = count_items(result.items_path)
+    if not result.item_count:
         detail = log_tail(result.log_path) or (completed.stderr or "").strip()[-1000:]
         raise CrawlFailed(
             f"crawl of {source} for {spec.describe()} produced no items "
@@ -183,11 +194,11 @@ def scrape(spec: SearchSpec, run_id: str, settings: Settings | None = None) -> l
 
 
 @task(name="scrape", cache_policy=NO_CACHE, persist_result=False)
-def scrape_task(spec: SearchSpec, run_id: str) -> list[dict[str, Any]]:
-    """Crawl the spec's sources; the raw records of every source, in source order."""
+def scrape_task(spec: SearchSpec, run_id: str) -> list[CrawlResult]:
+    """Crawl the spec's sources; their feeds stay in the run folder for `normalize` to read."""
     logger = get_run_logger()
     results = scrape(spec, run_id)
     for result in results:
         logger.info("%s: %s (items in %s)", result.source, result.counts, result.items_path)
-    shared_store().record_stage(run_id, "scrape", {r.source: len(r.records) for r in results})
-    return [record for result in results for record in result.records]
+    shared_store().record_stage(run_id, "scrape", {r.source: r.counts for r in results})
+    return results

@@ -125,6 +125,9 @@ def test_demo_run_merges_every_seeded_duplicate_and_no_distinct_businesses(
 
     assert run["state"] == "COMPLETED"
     summary = run["summary"]
+    website_emails = [e for lead in leads for e in lead["emails"] if e["source"] == "website"]
+    assert website_emails, "the contacts stage found no email on the demo websites"
+    assert summary["leads_with_email"] >= len({e["value"] for e in website_emails}) > 0
     assert summary["inserted"] == len(leads)
     assert summary["scraped"] == summary["normalized"] + summary["quarantined"]
 
