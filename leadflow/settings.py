@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -115,6 +115,32 @@ class Settings(BaseSettings):
         600.0, gt=0, description="Hard limit (s) for the whole website-contacts crawl subprocess."
     )
 
+    # --- Google Maps ----------------------------------------------------------------------
+    google_maps_url: str = Field(
+        "http://maps.test", description="Base URL of the Google Maps site the spider searches."
+    )
+    google_maps_mode: Literal["browser", "fast"] = Field(
+        "browser",
+        description="browser = Chromium scrolls the result feed; fast = read the search "
+        "payloads over plain HTTP (no browser).",
+    )
+    chromium_path: str = Field("/usr/bin/chromium", description="Chromium for the browser path.")
+    browser_contexts: int = Field(
+        2, ge=1, description="Browser contexts (PLAYWRIGHT_MAX_CONTEXTS)."
+    )
+    browser_pages_per_context: int = Field(
+        4, ge=1, description="Open pages per context (PLAYWRIGHT_MAX_PAGES_PER_CONTEXT)."
+    )
+    google_maps_grid_max_depth: int = Field(
+        4, ge=0, description="How often a bounding box may be split into quadrants (4^depth cells)."
+    )
+    google_maps_scroll_timeout: float = Field(
+        20.0, gt=0, description="Seconds to wait for the result feed to grow after one scroll."
+    )
+    captcha_enabled: bool = Field(
+        True, description="Solve CAPTCHAs with 2captcha (balance checked before a scrape)."
+    )
+
     # --- CAPTCHA (2captcha) --------------------------------------------------------------
     captcha_url: str | None = Field(
         None,
@@ -157,6 +183,21 @@ class Settings(BaseSettings):
     )
     sandbox_captcha_token_ttl: float = Field(
         120.0, description="Seconds a sandbox-issued token stays valid (reCAPTCHA: 120)."
+    )
+
+    # --- sandbox maps --------------------------------------------------------------------
+    sandbox_maps_latency_ms: int = Field(
+        300, ge=0, description="Delay (ms) of every response of the sandbox maps site (maps.test)."
+    )
+    sandbox_captcha_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share (0-1) of sandbox maps requests sent to the CAPTCHA page (seeded).",
+    )
+    sandbox_captcha_sitekey: str = Field(
+        "6LfLeadflowSandboxMapsKey-q1r3nT0kE_4pZ9",
+        description="reCAPTCHA sitekey the sandbox maps challenge page shows.",
     )
 
     @property

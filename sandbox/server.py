@@ -3,6 +3,7 @@
 One ASGI app answers for many hosts, chosen by the Host header:
 
 - `directory.test`            the business directory (`sandbox.directory.site`);
+- `maps.test`                 the Google Maps stand-in (`sandbox.maps.site`);
 - any other `*.test` host     that business's own website (404 for unknown hosts);
 - anything else (its own address, e.g. 127.0.0.1:8800): the control app with `/health`,
   `/__sandbox/truth` and the sandbox APIs mounted under path prefixes (`service_mounts`).
@@ -55,6 +56,8 @@ class SandboxConfig:
     businesses: int = 500
     latency_ms: int = 0
     data_dir: Path | None = None  # where the site data is written; None = do not write
+    maps_latency_ms: int = 300  # delay of every maps.test response
+    captcha_share: float = 0.0  # share of maps.test requests sent to the CAPTCHA page
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> SandboxConfig:
@@ -66,6 +69,8 @@ class SandboxConfig:
             businesses=s.sandbox_businesses,
             latency_ms=s.sandbox_latency_ms,
             data_dir=s.home_dir / "sandbox",
+            maps_latency_ms=s.sandbox_maps_latency_ms,
+            captcha_share=s.sandbox_captcha_share,
         )
 
 
@@ -282,7 +287,23 @@ def build_app(
     if directory is None:
         directory = generate(config.seed, config.businesses)
     all_mounts = {**service_mounts(config, directory), **(mounts or {})}
-    all_hosts: dict[str, ASGIApp] = {DIRECTORY_HOST: directory_app(directory), **(hosts or {})}
+    from sandbox.maps.site import MAPS_HOST, maps_site_for
+
+    # The maps site checks CAPTCHA tokens with the 2captcha sandbox mounted above.
+    maps = maps_site_for(
+        directory,
+        all_mounts,
+        seed=config.seed,
+        latency_ms=config.maps_latency_ms,
+        captcha_share=config.captcha_share,
+        sitekey=get_settings().sandbox_captcha_sitekey,
+    )
+    all_mounts.setdefault("/__sandbox/maps", maps.control_app())
+    all_hosts: dict[str, ASGIApp] = {
+        DIRECTORY_HOST: directory_app(directory),
+        MAPS_HOST: maps.app,
+        **(hosts or {}),
+    }
     app: ASGIApp = HostDispatch(
         control=control_app(config, directory, all_mounts),
         hosts=all_hosts,
@@ -309,6 +330,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[SandboxConfig, str]:
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--businesses", type=int, default=defaults.businesses)
     p.add_argument("--latency-ms", type=int, default=defaults.latency_ms)
+    p.add_argument("--maps-latency-ms", type=int, default=defaults.maps_latency_ms)
+    p.add_argument("--captcha-share", type=float, default=defaults.captcha_share)
     p.add_argument("--data-dir", type=Path, default=defaults.data_dir)
     p.add_argument("--log-level", default="warning")
     args = p.parse_args(argv)
@@ -319,6 +342,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[SandboxConfig, str]:
         businesses=args.businesses,
         latency_ms=args.latency_ms,
         data_dir=args.data_dir,
+        maps_latency_ms=args.maps_latency_ms,
+        captcha_share=args.captcha_share,
     )
     return config, args.log_level
 
