@@ -3,8 +3,9 @@
     .venv/bin/python bench/pipeline.py                 # 10,000 and 100,000 leads + load of 10,000
     .venv/bin/python bench/pipeline.py --sizes 10000 --load 2000
 
-Leads come from the sandbox directory generator (realistic duplicates, with ground truth), as
-raw records like a spider yields. Each size runs in a fresh subprocess so its peak RSS is its
+Leads come from the sandbox directory generator (realistic duplicates, with ground truth),
+written as the JSONL feed a crawl leaves in its run folder; normalise streams it (JSON
+decoding is inside the timed normalise, as in the pipeline). Each size runs in a fresh subprocess so its peak RSS is its
 own. The load runs against a private embedded MongoDB-wire server (nx-27017) on a free port;
 that emulator is slow, so the figure that carries over to MongoDB is round trips per batch.
 """
@@ -46,11 +47,8 @@ def write_dataset(size: int, seed: int, folder: Path) -> Path:
     return feed
 
 
-def read_dataset(feed: Path) -> tuple[list[dict], dict[str, str | None]]:
-    from tasks.scrape import read_items
-
-    truth = json.loads(feed.with_suffix(".truth.json").read_text(encoding="utf-8"))
-    return read_items(feed, "directory"), truth
+def read_truth(feed: Path) -> dict[str, str | None]:
+    return json.loads(feed.with_suffix(".truth.json").read_text(encoding="utf-8"))
 
 
 def pair_scores(leads: list, truth: dict[str, str | None]) -> tuple[float, float]:
@@ -65,12 +63,13 @@ def pair_scores(leads: list, truth: dict[str, str | None]) -> tuple[float, float
 def measure_normalize_dedup(feed: Path) -> dict[str, float]:
     from tasks.dedup import dedup_leads
     from tasks.normalize import normalize_records
+    from tasks.scrape import count_items, iter_items
 
-    records, truth = read_dataset(feed)
-    count = len(records)
+    truth = read_truth(feed)
+    count = count_items(feed)
     started = time.perf_counter()
-    normalized = normalize_records(records, run_id="bench")
-    del records  # as in the pipeline: the raw feed is not held past normalise
+    # As in the pipeline: normalise streams the crawl feed, reading (JSON) included.
+    normalized = normalize_records(iter_items(feed, "directory"), run_id="bench")
     middle = time.perf_counter()
     result = dedup_leads(normalized.leads, [], run_id="bench", threshold=0.80)
     quarantined = len(normalized.quarantined)
