@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from sys import intern
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -223,12 +224,21 @@ def _categories(raw: dict[str, Any]) -> list[str]:
 def _open_hours(value: Any) -> dict[str, list[str]] | None:
     if not isinstance(value, dict):
         return None
+    # The same few strings ("9 AM-5 PM", "Closed") recur on most leads: one copy each.
     hours = {
-        day: [str(v) for v in (value[day] if isinstance(value[day], list) else [value[day]])]
+        day: [
+            intern(str(v)) for v in (value[day] if isinstance(value[day], list) else [value[day]])
+        ]
         for day in WEEKDAYS
         if value.get(day) is not None
     }
     return hours or None
+
+
+def _shared(value: Any) -> str | None:
+    """`clean_text` for values that repeat across a batch (city, state, status): interned."""
+    text = clean_text(value)
+    return intern(text) if text else None
 
 
 def _source_id(raw: dict[str, Any]) -> str:
@@ -244,7 +254,7 @@ def normalize_record(
     raw: dict[str, Any], *, run_id: str | None, default_region: str | None = None
 ) -> Lead | Quarantined:
     """One raw record -> a Lead, or a Quarantined record with every reason it cannot be one."""
-    source = clean_text(raw.get("source")) or "unknown"
+    source = _shared(raw.get("source")) or "unknown"
     if raw.get("parse_error"):
         return Quarantined(
             run_id=run_id,
@@ -256,7 +266,7 @@ def normalize_record(
 
     flags: list[str] = []
     name = clean_text(raw.get("name"))
-    state = clean_text(raw.get("state"))
+    state = _shared(raw.get("state"))
     country = country_code(clean_text(raw.get("country")))
     if raw.get("country") and country is None:
         flags.append(f"unknown country: {raw['country']!r}")
@@ -265,7 +275,7 @@ def normalize_record(
     address = {
         "full": clean_text(raw.get("address")),
         "street": clean_text(raw.get("street")),
-        "city": clean_text(raw.get("city")),
+        "city": _shared(raw.get("city")),
         "postal_code": clean_text(raw.get("postal_code")),
         "state": state,
         "country": country,
@@ -339,7 +349,7 @@ def normalize_record(
             "rating": rating,
             "review_count": review_count,
             "open_hours": _open_hours(raw.get("open_hours")),
-            "business_status": clean_text(raw.get("business_status")),
+            "business_status": _shared(raw.get("business_status")),
             "details": {k: raw[k] for k in DETAIL_FIELDS if raw.get(k) not in (None, "", [], {})}
             or None,
             "sources": [
