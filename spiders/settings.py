@@ -8,6 +8,7 @@ proxy). `-s NAME=value` on the command line still overrides any of them.
 from __future__ import annotations
 
 from leadflow.settings import get_settings
+from spiders.browser import launch_options
 
 _s = get_settings()
 
@@ -64,3 +65,16 @@ LEADFLOW_RETRY_BACKOFF = _s.crawl_retry_backoff
 LEADFLOW_RETRY_BACKOFF_MAX = _s.crawl_retry_backoff_max
 LEADFLOW_DIRECTORY_URL = _s.directory_url
 LEADFLOW_STATS_FILE = ""  # path for the stats JSON written at spider close; empty = none
+LEADFLOW_GOOGLE_MAPS_URL = _s.google_maps_url
+LEADFLOW_GOOGLE_MAPS_MODE = _s.google_maps_mode
+LEADFLOW_GOOGLE_MAPS_GRID_MAX_DEPTH = _s.google_maps_grid_max_depth
+LEADFLOW_GOOGLE_MAPS_SCROLL_TIMEOUT = _s.google_maps_scroll_timeout
+LEADFLOW_CAPTCHA_ENABLED = _s.captcha_enabled
+
+# The browser path (scrapy-playwright). Inert unless a spider installs the Playwright download
+# handler in its custom_settings (only `google_maps` does), so other crawls never start Chromium.
+PLAYWRIGHT_BROWSER_TYPE = "chromium"
+PLAYWRIGHT_LAUNCH_OPTIONS = launch_options(_s.chromium_path, _s.crawl_proxies)
+PLAYWRIGHT_MAX_CONTEXTS = _s.browser_contexts
+PLAYWRIGHT_MAX_PAGES_PER_CONTEXT = _s.browser_pages_per_context
+PLAYWRIGHT_ABORT_REQUEST = "spiders.browser.abort_heavy_request"

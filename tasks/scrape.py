@@ -176,6 +176,14 @@ def crawl(
     if result.stats_path.exists():
         result.stats = json.loads(result.stats_path.read_text(encoding="utf-8"))
     result.item_count = count_items(result.items_path)
+    if fatal := result.stats.get("leadflow/fatal_error"):
+        # The spider stopped itself for a reason that makes its output incomplete (e.g. the
+        # CAPTCHA balance ran out): fail loudly rather than pass a partial crawl as a success.
+        raise CrawlFailed(
+            f"crawl of {source} for {spec.describe()} stopped "
+            f"({result.stats.get('finish_reason', 'unknown')}): {fatal} "
+            f"[{result.item_count} items kept in {result.items_path}]. Log: {result.log_path}"
+        )
     if not result.item_count:
         detail = log_tail(result.log_path) or (completed.stderr or "").strip()[-1000:]
         raise CrawlFailed(

@@ -70,6 +70,12 @@ else:
             # The worker polls every 2 s instead of 10, so deployment runs start quickly.
             "PREFECT_WORKER_QUERY_SECONDS": "2",
             "LEADFLOW_HOME": str(TEST_HOME),
+            # The maps stand-in answers quickly and challenges one request in ten with a CAPTCHA,
+            # which the 2captcha sandbox solves in 0.2 s (polled every 0.1 s).
+            "LEADFLOW_SANDBOX_MAPS_LATENCY_MS": "20",
+            "LEADFLOW_SANDBOX_CAPTCHA_SHARE": "0.1",
+            "LEADFLOW_SANDBOX_CAPTCHA_SOLVE_SECONDS": "0.2",
+            "LEADFLOW_CAPTCHA_POLL_INTERVAL": "0.1",
             # A killed worker's run is marked Crashed 60 s after its last heartbeat (default 90).
             "LEADFLOW_ZOMBIE_AFTER_SECONDS": "60",
             "LEADFLOW_MONGO_PORT": str(_mongo_port),

@@ -240,3 +240,32 @@ def test_raw_items_are_kept_per_run(demo_run: tuple[Any, dict[str, Any]]) -> Non
     assert json.loads((run_dir / "directory.stats.json").read_text())["item_scraped_count"] == len(
         lines
     )
+
+
+@pytest.mark.parametrize("mode", ["fast", "browser"])
+def test_both_sources_in_one_run_merge_cross_source_duplicates(
+    pipeline_env: PipelineEnv, env_override: dict[str, str], mode: str
+) -> None:
+    apply(env_override, LEADFLOW_GOOGLE_MAPS_MODE=mode)
+    spec = SearchSpec(
+        category="dentist", location="Austin, TX", sources=["directory", "google_maps"], limit=200
+    )
+    state, run = pipeline_env.run(spec)
+    assert state.is_completed(), state.message
+    assert run is not None
+    summary = run["summary"]
+    assert summary["scraped_google_maps"] > 0 and summary["scraped_directory"] > 0
+    leads = pipeline_env.store.leads_of_run(run["run_id"])
+    from_maps = [lead for lead in leads if any(s.source == "google_maps" for s in lead.sources)]
+    assert len(from_maps) == summary["scraped_google_maps"]  # one lead per place
+    both = [lead for lead in from_maps if any(s.source == "directory" for s in lead.sources)]
+    # Every maps place is a demo business, so nearly all meet their directory listing.
+    assert len(both) >= 0.9 * len(from_maps)
+    for lead in leads:
+        entities = {
+            pipeline_env.truth[s.source_id] for s in lead.sources if s.source == "directory"
+        }
+        assert len(entities) <= 1, f"{lead.name} merges distinct businesses"
+        assert lead.category == "dentist" and lead.address.city == "Austin"
+    maps_lead = both[0]
+    assert maps_lead.details and maps_lead.details.get("timezone") == "America/Chicago"
