@@ -40,6 +40,10 @@ def _captcha_figures(crawls: list[CrawlResult]) -> dict[str, Any]:
     cost = sum(float(st.get("leadflow/captcha/cost", 0.0)) for st in stats)
     return {
         "captchas_solved": solved,
+        # Challenges given up on after every retry: their pages' places are missing.
+        "captcha_challenges_failed": sum(
+            int(st.get("leadflow/captcha/challenges_failed", 0)) for st in stats
+        ),
         "captcha_solve_rate": round(solved / (solved + failed), 3) if solved + failed else None,
         "captcha_cost_usd": round(cost, 5),
     }
