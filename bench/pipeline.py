@@ -135,17 +135,19 @@ def measure_load(size: int, seed: int, batch_size: int) -> dict[str, float]:
             counts = store.upsert_leads(leads)
             elapsed = time.perf_counter() - started
             batches = -(-len(leads) // batch_size)
-            client.close()
-            return {
+            figures = {
                 "leads": len(leads),
                 "batch_size": batch_size,
                 "batches": batches,
                 "round_trips": counter.round_trips,
+                "commands": dict(counter.commands),
                 "round_trips_per_batch": counter.round_trips / batches,
                 "inserted": counts.inserted,
                 "wall_s": elapsed,
                 "leads_per_s": len(leads) / elapsed,
             }
+            client.close()  # after counting: closing sends endSessions, not part of the load
+            return figures
         finally:
             server.terminate()
             server.wait(10)
@@ -199,7 +201,8 @@ def main() -> None:
         print(
             f"\nload into the embedded MongoDB-wire server: {m['leads']} leads in {m['wall_s']:.2f} s "
             f"({m['leads_per_s']:.0f} leads/s), batch {m['batch_size']}: {m['round_trips']} round trips "
-            f"for {m['batches']} batches = {m['round_trips_per_batch']:.2f} per batch; inserted {m['inserted']}"
+            f"for {m['batches']} batches = {m['round_trips_per_batch']:.2f} per batch {m['commands']}; "
+            f"inserted {m['inserted']}"
         )
 
 
