@@ -132,7 +132,10 @@ class Settings(BaseSettings):
         4, ge=1, description="Open pages per context (PLAYWRIGHT_MAX_PAGES_PER_CONTEXT)."
     )
     google_maps_grid_max_depth: int = Field(
-        4, ge=0, description="How often a bounding box may be split into quadrants (4^depth cells)."
+        8,
+        ge=0,
+        description="How often a search area may be split into quadrants; only cells with more "
+        "than one result list (120) split, so dense cities go deep and empty areas do not.",
     )
     google_maps_scroll_timeout: float = Field(
         20.0, gt=0, description="Seconds to wait for the result feed to grow after one scroll."

@@ -451,7 +451,10 @@ def test_latency_is_applied(control: httpx.Client, maps: httpx.Client) -> None:
     assert time.perf_counter() - started < 0.3
 
 
-def test_settings_and_cli_flags() -> None:
+def test_settings_and_cli_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The documented defaults, whatever the test session's environment overrides.
+    monkeypatch.delenv("LEADFLOW_SANDBOX_MAPS_LATENCY_MS", raising=False)
+    monkeypatch.delenv("LEADFLOW_SANDBOX_CAPTCHA_SHARE", raising=False)
     settings = Settings()
     assert settings.sandbox_maps_latency_ms == 300
     assert settings.sandbox_captcha_share == 0.0

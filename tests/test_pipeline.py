@@ -269,3 +269,32 @@ def test_both_sources_in_one_run_merge_cross_source_duplicates(
         assert lead.category == "dentist" and lead.address.city == "Austin"
     maps_lead = both[0]
     assert maps_lead.details and maps_lead.details.get("timezone") == "America/Chicago"
+
+
+def test_google_maps_past_the_120_cap_through_the_grid(
+    pipeline_env: PipelineEnv, env_override: dict[str, str]
+) -> None:
+    """A box over the US sandbox cities holds more places than one result list (120)."""
+    from models.search import BoundingBox
+    from sandbox.directory.generate import generate
+
+    apply(env_override, LEADFLOW_GOOGLE_MAPS_MODE="fast")
+    box = BoundingBox(south=25, west=-125, north=50, east=-65)
+    world = generate(get_settings().sandbox_seed, get_settings().sandbox_businesses)
+    expected = {
+        b.entity_id
+        for b in world.businesses
+        if b.name
+        and b.latitude is not None
+        and b.longitude is not None
+        and box.south <= b.latitude <= box.north
+        and box.west <= b.longitude <= box.east
+    }
+    assert len(expected) > 120
+    state, run = pipeline_env.run(SearchSpec(sources=["google_maps"], bbox=box, limit=1000))
+    assert state.is_completed(), state.message
+    assert run is not None
+    assert run["summary"]["scraped_google_maps"] == len(expected)
+    leads = pipeline_env.store.leads_of_run(run["run_id"])
+    place_ids = [s.place_id for lead in leads for s in lead.sources if s.source == "google_maps"]
+    assert len(place_ids) == len(set(place_ids)) == len(expected)

@@ -342,7 +342,7 @@ class GoogleMapsSpider(scrapy.Spider):
         s = crawler.settings
         spider.base_url = str(s.get("LEADFLOW_GOOGLE_MAPS_URL") or "http://maps.test").rstrip("/")
         spider.mode = spider._mode_arg or s.get("LEADFLOW_GOOGLE_MAPS_MODE") or "browser"
-        spider.max_depth = s.getint("LEADFLOW_GOOGLE_MAPS_GRID_MAX_DEPTH", 4)
+        spider.max_depth = s.getint("LEADFLOW_GOOGLE_MAPS_GRID_MAX_DEPTH", 8)
         spider.scroll_timeout = s.getfloat("LEADFLOW_GOOGLE_MAPS_SCROLL_TIMEOUT", 20.0)
         spider.captcha_enabled = s.getbool("LEADFLOW_CAPTCHA_ENABLED", True)
         spider.contexts = max(1, s.getint("PLAYWRIGHT_MAX_CONTEXTS", 1))
