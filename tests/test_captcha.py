@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from connectors.captcha import (
     CaptchaAuthError,
@@ -39,18 +36,13 @@ from sandbox.captcha import (
 )
 from sandbox.directory.generate import generate
 from sandbox.server import SandboxConfig, build_app
+from tests.servers import free_port, serve_in_thread
 
 KEY = "test-2captcha-key-0123456789"
 EMPTY_KEY = "empty-2captcha-key-0000000000"
 SITEKEY = "6LeSandboxSiteKey000000000000000000000000"
 PAGE = "http://maps.test/maps/search?q=plumbers+in+austin"
 COST = 0.00299
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sandbox(**overrides: Any) -> CaptchaSandbox:
@@ -82,16 +74,8 @@ def server(sandboxes: dict[str, CaptchaSandbox]) -> Iterator[str]:
     config = SandboxConfig(port=port, seed=42, businesses=5)
     mounts = {prefix: captcha_app(s) for prefix, s in sandboxes.items()}
     app = build_app(config, generate(seed=42, n_businesses=5), mounts=mounts)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "sandbox server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
+    with serve_in_thread(app, port) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

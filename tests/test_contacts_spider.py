@@ -5,14 +5,9 @@ leads compared with the generator's planted emails (`emails.json`)."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from leadflow.settings import Settings
@@ -23,16 +18,11 @@ from tasks import contacts as contacts_stage
 from tasks.contacts import find_contacts
 from tasks.normalize import parse_phone
 from tasks.scrape import CrawlFailed
+from tests.servers import sandbox_process
 
 REPO = Path(__file__).resolve().parent.parent
 SEED, BUSINESSES = 42, 60
 GHOST = "http://no-such-business.test/"  # a host the sandbox does not serve: 404
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,33 +33,11 @@ def world() -> Directory:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     """(port, data dir) of a sandbox server, as tests/test_directory_spider.py starts it."""
-    port = free_port()
     data = tmp_path_factory.mktemp("sandbox")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(port),
-         "--seed", str(SEED), "--businesses", str(BUSINESSES), "--latency-ms", "0",
-         "--data-dir", str(data)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "sandbox did not answer /health"
-            time.sleep(0.1)
+    with sandbox_process(
+        data, seed=SEED, businesses=BUSINESSES, args=["--latency-ms", "0"]
+    ) as port:
         yield port, data
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

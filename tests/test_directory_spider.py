@@ -5,27 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from sandbox.directory.generate import Directory, generate, raw_record
+from tests.servers import free_port, sandbox_process
 
 REPO = Path(__file__).resolve().parent.parent
 SEED, BUSINESSES = 42, 500
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,50 +27,12 @@ def world() -> Directory:
 
 @pytest.fixture(scope="module")
 def sandbox_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = free_port()
     data = tmp_path_factory.mktemp("sandbox")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--seed",
-            str(SEED),
-            "--businesses",
-            str(BUSINESSES),
-            "--latency-ms",
-            "0",
-            "--data-dir",
-            str(data),
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "sandbox did not answer /health"
-            time.sleep(0.1)
+    with sandbox_process(
+        data, seed=SEED, businesses=BUSINESSES, args=["--latency-ms", "0"]
+    ) as port:
         assert (data / "ground_truth.json").exists()
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def crawl(port: int, workdir: Path, *args: str) -> tuple[list[dict], dict]:

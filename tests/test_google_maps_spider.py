@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.servers import sandbox_process
 
 REPO = Path(__file__).resolve().parent.parent
 SEED, BUSINESSES = 42, 1500
@@ -30,53 +30,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_sandbox(data: Path, **env: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "sandbox", "--host", "127.0.0.1", "--port", str(port),
-            "--seed", str(SEED), "--businesses", str(BUSINESSES), "--data-dir", str(data),
-            "--latency-ms", "0", "--maps-latency-ms", "20", "--captcha-share", "0",
-        ],
-        cwd=REPO,
-        env={**os.environ, "LEADFLOW_SANDBOX_CAPTCHA_SOLVE_SECONDS": "0.2", **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc, port
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "sandbox did not answer /health"
-        time.sleep(0.1)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+# The maps stand-in answers in 20 ms, with no CAPTCHA unless a test asks; solves take 0.2 s.
+SANDBOX_ARGS = ["--latency-ms", "0", "--maps-latency-ms", "20", "--captcha-share", "0"]
+SANDBOX_ENV = {"LEADFLOW_SANDBOX_CAPTCHA_SOLVE_SECONDS": "0.2"}
 
 
 @pytest.fixture(scope="module")
 def sandbox_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    proc, port = start_sandbox(tmp_path_factory.mktemp("maps-sandbox"))
-    try:
+    data = tmp_path_factory.mktemp("maps-sandbox")
+    with sandbox_process(
+        data, seed=SEED, businesses=BUSINESSES, args=SANDBOX_ARGS, env=SANDBOX_ENV
+    ) as port:
         yield port
-    finally:
-        stop(proc)
 
 
 def set_captcha_share(port: int, share: float) -> None:
@@ -210,8 +175,10 @@ def test_a_forged_token_is_refused(sandbox_port: int) -> None:
 def test_zero_balance_refuses_to_start_with_a_clear_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    proc, port = start_sandbox(tmp_path / "sandbox", LEADFLOW_SANDBOX_CAPTCHA_BALANCE="0")
-    try:
+    env = {**SANDBOX_ENV, "LEADFLOW_SANDBOX_CAPTCHA_BALANCE": "0"}
+    with sandbox_process(
+        tmp_path / "sandbox", seed=SEED, businesses=BUSINESSES, args=SANDBOX_ARGS, env=env
+    ) as port:
         items, stats, log = crawl(
             port, tmp_path, "-a", "location=Austin, TX", "-a", "limit=20", "-a", "mode=fast"
         )
@@ -233,5 +200,3 @@ def test_zero_balance_refuses_to_start_with_a_clear_message(
         spec = SearchSpec(location="Austin, TX", sources=["google_maps"], limit=20)
         with pytest.raises(CrawlFailed, match="balance"):
             pipeline_crawl("google_maps", spec, tmp_path / "run", Settings())
-    finally:
-        stop(proc)

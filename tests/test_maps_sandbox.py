@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,7 +20,6 @@ from urllib.parse import quote
 import httpx
 import phonenumbers
 import pytest
-import uvicorn
 
 from leadflow.settings import SANDBOX_CAPTCHA_KEY, Settings
 from models.taxonomy import category_slug
@@ -42,16 +39,11 @@ from sandbox.maps.payload import (
 from sandbox.maps.site import RESULT_CAP, parse_query
 from sandbox.server import SandboxConfig, build_app, parse_args
 from spiders.google_maps.parse import parse_payload, parse_place_page, parse_search_results
+from tests.servers import free_port, serve_in_thread
 
 SEED = 42
 MAPS = "http://maps.test"
 SITEKEY = Settings().sandbox_captcha_sitekey
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FakeClock:
@@ -90,16 +82,8 @@ def base_url(world: Directory, solver: CaptchaSandbox) -> Iterator[str]:
     port = free_port()
     config = SandboxConfig(port=port, seed=SEED, businesses=300, maps_latency_ms=0)
     app = build_app(config, world, mounts={"/2captcha": captcha_app(solver)})
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "sandbox server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
+    with serve_in_thread(app, port) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -5,23 +5,16 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from leadflow.settings import get_settings
 from sandbox.directory.generate import Directory, generate
 from sandbox.server import SandboxConfig, build_app, parse_args
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.servers import free_port, serve_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +26,8 @@ def world() -> Directory:
 def base_url(world: Directory) -> Iterator[str]:
     port = free_port()
     config = SandboxConfig(port=port, seed=42, businesses=300)
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(config, world), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "sandbox server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=5)
+    with serve_in_thread(build_app(config, world), port) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
