@@ -25,10 +25,6 @@ KEY_FIELDS = (
     "review_count", "latitude", "longitude", "open_hours", "place_id", "cid", "data_id", "url",
 )  # fmt: skip
 
-pytestmark = pytest.mark.skipif(
-    not Path("/usr/bin/chromium").exists(), reason="needs Debian's Chromium"
-)
-
 
 # The maps stand-in answers in 20 ms, with no CAPTCHA unless a test asks; solves take 0.2 s.
 SANDBOX_ARGS = ["--latency-ms", "0", "--maps-latency-ms", "20", "--captcha-share", "0"]

@@ -43,6 +43,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import phonenumbers
+from openlocationcode import openlocationcode as olc
 
 from models.taxonomy import category_slug
 from sandbox.directory.generate import CITIES, CITY_BY_KEY, WEEKDAYS, Business, City
@@ -283,23 +284,9 @@ def city_line(business: Business) -> str:
     return address[len(prefix) :] if address.startswith(prefix) else address
 
 
-_OLC_ALPHABET = "23456789CFGHJMPQRVWX"
-
-
 def olc_encode(latitude: float, longitude: float) -> str:
-    """The 10-digit Open Location Code ("plus code") of a point, e.g. "8G6MM2CR+6X"."""
-    lat = min(max(latitude, -90.0), 90.0)
-    lng = (longitude + 180.0) % 360.0 - 180.0
-    # An integer grid of 1/8000 degree avoids float drift in the repeated divisions.
-    lat_i = min(int(round((lat + 90.0) * 8000, 6)), 180 * 8000 - 1)
-    lng_i = int(round((lng + 180.0) * 8000, 6))
-    pairs: list[str] = []
-    for _ in range(5):
-        pairs.append(_OLC_ALPHABET[lat_i % 20] + _OLC_ALPHABET[lng_i % 20])
-        lat_i //= 20
-        lng_i //= 20
-    code = "".join(reversed(pairs))
-    return code[:8] + "+" + code[8:]
+    """The 10-digit Open Location Code ("plus code") of a point, e.g. "8G6MM2CR+22"."""
+    return olc.encode(latitude, longitude)
 
 
 def reviews_per_rating(rating: float | None, count: int | None) -> list[int] | None:

@@ -37,6 +37,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from openlocationcode import openlocationcode as olc
+
 SOURCE = "google_maps"
 WEEKDAYS: tuple[str, ...] = (
     "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
@@ -106,8 +108,6 @@ _TEMPORARILY_CLOSED = (
     "temporairement fermé", "fermé temporairement", "cerrado temporalmente",
     "chiuso temporaneamente", "temporaneamente chiuso",
 )  # fmt: skip
-
-_OLC_ALPHABET = "23456789CFGHJMPQRVWX"
 
 
 class NotGoogleMapsPayload(ValueError):
@@ -381,23 +381,8 @@ def _thumbnail(darray: list[Any]) -> str | None:
 
 
 def olc_encode(latitude: float, longitude: float) -> str:
-    """The 10-digit Open Location Code ("plus code") of a point, e.g. "8G6MM2CR+6X".
-
-    Search results do not carry the plus code that place pages show; it is a pure function
-    of the coordinates (https://github.com/google/open-location-code, 5 digit pairs).
-    """
-    lat = min(max(latitude, -90.0), 90.0)
-    lng = (longitude + 180.0) % 360.0 - 180.0
-    # Integer grid of 1/8000 degree (20**3): avoids float drift in the repeated divisions.
-    lat_i = min(int(round((lat + 90.0) * 8000, 6)), 180 * 8000 - 1)
-    lng_i = int(round((lng + 180.0) * 8000, 6))
-    pairs: list[str] = []
-    for _ in range(5):
-        pairs.append(_OLC_ALPHABET[lat_i % 20] + _OLC_ALPHABET[lng_i % 20])
-        lat_i //= 20
-        lng_i //= 20
-    code = "".join(reversed(pairs))
-    return code[:8] + "+" + code[8:]
+    """The 10-digit Open Location Code ("plus code") of a point, e.g. "8G6MM2CR+22"."""
+    return olc.encode(latitude, longitude)
 
 
 def _place_url(cid: str | None, place_id: str | None, darray: list[Any]) -> str | None:
