@@ -31,11 +31,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.mongo import shared_store
-from leadflow.settings import PROJECT_DIR, Settings, get_settings
+from leadflow.settings import Settings, get_settings
 from models.lead import Email, Lead
 from spiders.contacts.extract import site_key
 from tasks.normalize import parse_phone
-from tasks.scrape import CrawlFailed, crawl_env, failure_summary, log_tail, read_items
+from tasks.scrape import CrawlFailed, failure_summary, log_tail, read_items, run_crawl_process
 
 STAGE = "contacts"
 SPIDER = "website_contacts"
@@ -177,15 +177,7 @@ def find_contacts(
     timed_out = False
     completed: subprocess.CompletedProcess[str] | None = None
     try:
-        completed = subprocess.run(
-            command,
-            cwd=PROJECT_DIR,
-            env=crawl_env(),
-            timeout=settings.contacts_crawl_timeout,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        completed = run_crawl_process(command, settings.contacts_crawl_timeout)
     except subprocess.TimeoutExpired:
         # Killed: keep the sites it finished; the others get an error below.
         timed_out = True

@@ -81,6 +81,20 @@ def crawl_env() -> dict[str, str]:
     }
 
 
+def run_crawl_process(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a `scrapy crawl` subprocess; `subprocess.TimeoutExpired` (after killing it) when it
+    outlives `timeout`. Its exit code says nothing: callers judge it by items and stats."""
+    return subprocess.run(
+        command,
+        cwd=PROJECT_DIR,
+        env=crawl_env(),
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def failure_summary(stats: dict[str, Any]) -> str:
     """The stats that explain an empty crawl: errors by kind and responses by status."""
     interesting = {
@@ -157,15 +171,7 @@ def crawl(
         log_path=result.log_path,
     )
     try:
-        completed = subprocess.run(
-            command,
-            cwd=PROJECT_DIR,
-            env=crawl_env(),
-            timeout=settings.crawl_timeout,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        completed = run_crawl_process(command, settings.crawl_timeout)
     except subprocess.TimeoutExpired as exc:
         # subprocess.run has already killed the crawl; keep what it wrote for inspection.
         raise CrawlFailed(

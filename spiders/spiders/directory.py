@@ -20,11 +20,12 @@ from twisted.python.failure import Failure
 
 from spiders.directory.parse import ParseError, parse_detail_page, parse_listing_page
 from spiders.items import RAW_FIELDS, BusinessItem
+from spiders.search import SearchSpider
 
 SOURCE = "directory"
 
 
-class DirectorySpider(scrapy.Spider):
+class DirectorySpider(SearchSpider):
     name = "directory"
 
     def __init__(
@@ -35,13 +36,7 @@ class DirectorySpider(scrapy.Spider):
         *args: Any,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
-        self.category = (category or "").strip()
-        self.location = (location or "").strip()
-        try:
-            self.limit = max(0, int(limit or 0))
-        except ValueError as exc:
-            raise ValueError(f"limit must be a whole number, got {limit!r}") from exc
+        super().__init__(category, location, limit, *args, **kwargs)
         self.scheduled = 0
 
     def start_url(self) -> str:

@@ -58,6 +58,7 @@ from connectors.captcha import (
 from leadflow.settings import get_settings
 from spiders.browser import browser_proxies, playwright_proxy
 from spiders.google_maps.parse import NotGoogleMapsPayload, parse_payload
+from spiders.search import SearchSpider
 
 SOURCE = "google_maps"
 PAGE_SIZE = 20  # places per payload page (`num`), as the Maps app asks for
@@ -283,7 +284,7 @@ class ChallengeFailed(Exception):
 # --------------------------------------------------------------------------------------
 
 
-class GoogleMapsSpider(scrapy.Spider):
+class GoogleMapsSpider(SearchSpider):
     name = "google_maps"
     # The Playwright handler only for this spider, so other crawls never load it. Chromium
     # itself starts on the first browser request, so fast mode never launches it either.
@@ -304,13 +305,7 @@ class GoogleMapsSpider(scrapy.Spider):
         *args: Any,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
-        self.category = (category or "").strip()
-        self.location = (location or "").strip()
-        try:
-            self.limit = max(0, int(limit or 0))
-        except ValueError as exc:
-            raise ValueError(f"limit must be a whole number, got {limit!r}") from exc
+        super().__init__(category, location, limit, *args, **kwargs)
         self.root: Cell | None = Cell.from_json(bbox) if bbox and bbox.strip() else None
         if mode and mode not in ("browser", "fast"):
             raise ValueError(f"mode must be 'browser' or 'fast', got {mode!r}")
