@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # --- pipeline ------------------------------------------------------------------------
     default_region: str = Field("US", description="Phone region when a lead has no country.")
     load_batch_size: int = Field(1000, description="Leads per MongoDB bulk_write round trip.")
+    normalize_workers: int = Field(
+        0,
+        ge=0,
+        description="Processes that normalise a large crawl feed (0 = one per CPU core, 1 = none).",
+    )
     task_retries: int = 2
     task_retry_delay: float = Field(10.0, description="Seconds between task retries.")
     run_poll_interval: float = Field(1.0, description="How often `leadflow run` polls its run.")

@@ -14,9 +14,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import orjson
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -51,6 +53,9 @@ class CrawlResult:
     def records(self) -> Iterator[dict[str, Any]]:
         """The crawl's items, read from its feed one at a time (a feed can be large)."""
         return iter_items(self.items_path, self.source)
+
+    def slices(self, parts: int) -> list[FeedSlice]:
+        return feed_slices(self.items_path, self.source, parts)
 
 
 def crawl_command(
@@ -119,22 +124,69 @@ def log_tail(path: Path, lines: int = 5) -> str:
     return "\n".join((errors or text)[-lines:])
 
 
-def iter_items(path: Path, source: str) -> Iterator[dict[str, Any]]:
-    """Read a JSONL feed; a line that is not JSON becomes a parse-error record, not a loss."""
+@dataclass(frozen=True)
+class FeedSlice:
+    """Whole lines `[start, end)` (bytes) of a JSONL feed; `first_line` numbers the first."""
+
+    path: Path
+    source: str
+    start: int = 0
+    end: int | None = None
+    first_line: int = 1
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        return iter_items(self.path, self.source, self.start, self.end, self.first_line)
+
+
+def feed_slices(path: Path, source: str, parts: int) -> list[FeedSlice]:
+    """Cut a feed into about `parts` slices of whole lines, for readers working in parallel."""
+    if not path.exists():
+        return []
+    size = path.stat().st_size
+    bounds = [0]
+    lines_before = [0]
+    with path.open("rb") as feed:
+        for part in range(1, max(parts, 1)):
+            target = max(size * part // parts, bounds[-1])
+            feed.seek(target)
+            feed.readline()  # to the end of the line the cut falls in
+            bounds.append(min(feed.tell(), size))
+        # Line numbers of the cuts, so a bad line is reported by its number in the whole feed.
+        feed.seek(0)
+        for previous, bound in pairwise(bounds):
+            lines_before.append(lines_before[-1] + feed.read(bound - previous).count(b"\n"))
+    bounds.append(size)
+    return [
+        FeedSlice(path, source, start, end, first_line=before + 1)
+        for start, end, before in zip(bounds, bounds[1:], lines_before, strict=False)
+        if end > start
+    ]
+
+
+def iter_items(
+    path: Path, source: str, start: int = 0, end: int | None = None, first_line: int = 1
+) -> Iterator[dict[str, Any]]:
+    """Read a JSONL feed (or the lines of it from byte `start` to `end`); a line that is not
+    JSON becomes a parse-error record, not a loss."""
     if not path.exists():
         return
-    with path.open(encoding="utf-8") as feed:
-        for number, line in enumerate(feed, 1):
+    with path.open("rb") as feed:
+        feed.seek(start)
+        position = start
+        for number, line in enumerate(feed, first_line):
+            if end is not None and position >= end:
+                return
+            position += len(line)
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError as exc:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
                 yield {
                     "source": source,
                     "source_id": f"{path.name}:{number}",
                     "parse_error": f"line {number} of {path.name} is not JSON: {exc}",
-                    "raw_line": line[:2000],
+                    "raw_line": line[:2000].decode("utf-8", "replace"),
                 }
 
 
