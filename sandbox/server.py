@@ -6,7 +6,8 @@ One ASGI app answers for many hosts, chosen by the Host header:
 - `maps.test`                 the Google Maps stand-in (`sandbox.maps.site`);
 - any other `*.test` host     that business's own website (404 for unknown hosts);
 - anything else (its own address, e.g. 127.0.0.1:8800): the control app with `/health`,
-  `/__sandbox/truth` and the sandbox APIs mounted under path prefixes (`service_mounts`).
+  `/__sandbox/truth`, `/__sandbox/config` (latency while running) and the sandbox APIs
+  mounted under path prefixes (`service_mounts`).
 
 Crawlers use this server as their HTTP proxy (`request.meta["proxy"] = "http://127.0.0.1:8800"`):
 a proxy request carries an absolute-form target (`GET http://directory.test/biz/1 HTTP/1.1`),
@@ -122,15 +123,16 @@ class ProxyTargetMiddleware:
 
 
 class LatencyMiddleware:
-    """Delay every HTTP response, to exercise time-outs and throttling."""
+    """Delay every HTTP response by `config.latency_ms` (changeable while the server runs, via
+    `POST /__sandbox/config`), to exercise time-outs, throttling and long runs."""
 
-    def __init__(self, app: ASGIApp, latency_ms: int) -> None:
+    def __init__(self, app: ASGIApp, config: SandboxConfig) -> None:
         self.app = app
-        self.delay = max(0, latency_ms) / 1000
+        self.config = config
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.delay and scope["type"] == "http":
-            await asyncio.sleep(self.delay)
+        if self.config.latency_ms > 0 and scope["type"] == "http":
+            await asyncio.sleep(self.config.latency_ms / 1000)
         await self.app(scope, receive, send)
 
 
@@ -263,10 +265,21 @@ def control_app(
     async def emails(request: Request) -> Response:
         return JSONResponse({d: s.emails for d, s in directory.websites.items()})
 
+    async def settings(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                data = json.loads(await request.body() or b"{}")
+                if "latency_ms" in data:
+                    config.latency_ms = max(0, int(data["latency_ms"]))
+            except (ValueError, TypeError, AttributeError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"latency_ms": config.latency_ms})
+
     routes: list[BaseRoute] = [
         Route("/health", health),
         Route("/__sandbox/truth", truth),
         Route("/__sandbox/emails", emails),
+        Route("/__sandbox/config", settings, methods=["GET", "POST"]),
     ]
     routes += [Mount(prefix, app=app) for prefix, app in mounts.items()]
     return Starlette(routes=routes)
@@ -309,7 +322,7 @@ def build_app(
         hosts=all_hosts,
         test_sites=websites_app(directory),
     )
-    app = LatencyMiddleware(app, config.latency_ms)
+    app = LatencyMiddleware(app, config)
     return ProxyTargetMiddleware(app)
 
 

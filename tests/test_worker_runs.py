@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from uuid import UUID
 
+import httpx
 import psutil
 import pytest
 from prefect.client.orchestration import get_client
@@ -111,30 +112,33 @@ def test_killed_worker_leaves_the_run_crashed_not_running(
 
 
 def test_ctrl_c_on_leadflow_run_cancels_the_run(services: RunningServices) -> None:
-    env = {
-        **os.environ,
-        "LEADFLOW_RUN_POLL_INTERVAL": "0.5",
-        # slow enough that the run is still crawling when Ctrl-C arrives
-        "LEADFLOW_CRAWL_DOWNLOAD_DELAY": "2",
-        "LEADFLOW_CRAWL_CONCURRENCY": "1",
-    }
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "leadflow.cli", "run", "--limit", "300"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert cli.stdout is not None
-    started = ""
-    while "Started flow run" not in started:
-        line = cli.stdout.readline()
-        assert line, f"leadflow run ended before starting a run: {started}"
-        started += line
-    flow_run_id = UUID(started.rsplit("Started flow run", 1)[1].split("(", 1)[1].split(")", 1)[0])
-    wait_for(flow_run_id, {"RUNNING"}, timeout=90)
-    cli.send_signal(signal.SIGINT)
-    output, _ = cli.communicate(timeout=120)
+    # The run happens in the worker's process, not the CLI's: slow the sandbox itself so the
+    # run is still crawling when Ctrl-C arrives.
+    control = f"{services.sandbox_url}/__sandbox/config"
+    assert httpx.post(control, json={"latency_ms": 1500}).json() == {"latency_ms": 1500}
+    try:
+        env = {**os.environ, "LEADFLOW_RUN_POLL_INTERVAL": "0.5"}
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "leadflow.cli", "run", "--limit", "300"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert cli.stdout is not None
+        started = ""
+        while "Started flow run" not in started:
+            line = cli.stdout.readline()
+            assert line, f"leadflow run ended before starting a run: {started}"
+            started += line
+        flow_run_id = UUID(
+            started.rsplit("Started flow run", 1)[1].split("(", 1)[1].split(")", 1)[0]
+        )
+        wait_for(flow_run_id, {"RUNNING"}, timeout=90)
+        cli.send_signal(signal.SIGINT)
+        output, _ = cli.communicate(timeout=120)
+    finally:
+        httpx.post(control, json={"latency_ms": 0})
     assert cli.returncode == 130, started + output
     state, _ = wait_for(flow_run_id, {"CANCELLED", "COMPLETED", "FAILED", "CRASHED"}, timeout=60)
     assert state == "CANCELLED"
