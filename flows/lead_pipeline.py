@@ -90,7 +90,7 @@ def _summary_markdown(run_id: str, summary: dict[str, Any]) -> str:
 
 def _top_leads_table(leads: list[Lead]) -> list[dict[str, Any]]:
     def rank(lead: Lead) -> tuple[float, int, int]:
-        score = float((lead.score or {}).get("value") or 0)
+        score = lead.score.value if lead.score else 0.0
         return (score, int(lead.review_count or 0), len(lead.sources))
 
     return [

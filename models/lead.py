@@ -80,6 +80,60 @@ class SourceRecord(_Model):
     run_id: str | None = None
 
 
+class CompanyFacts(_Model):
+    """Company data from an enrichment provider (the Clearbit Company API shape, flattened)."""
+
+    provider: str
+    name: str | None = None
+    domain: str | None = None
+    industry: str | None = None
+    sector: str | None = None
+    employees: int | None = None
+    employees_range: str | None = Field(None, examples=["51-250"])
+    estimated_revenue: str | None = Field(None, examples=["$10M-$50M"])
+    founded_year: int | None = None
+    linkedin: str | None = Field(None, description="LinkedIn handle, e.g. company/acme.")
+    twitter: str | None = None
+
+
+class WebsiteContacts(_Model):
+    """What the business's own website shows (stage `contacts`)."""
+
+    emails: list[str] = Field(default_factory=list)
+    phones: list[str] = Field(default_factory=list, description="E.164.")
+    socials: dict[str, str] = Field(default_factory=dict, examples=[{"facebook": "https://..."}])
+    pages: int = 0
+    error: str | None = None
+
+
+EnrichmentStatus = Literal["done", "pending", "skipped"]
+
+
+class Enrichment(_Model):
+    """Stage-owned (`tasks/contacts`, `tasks/enrich`): what was found and what is still to do."""
+
+    status: EnrichmentStatus = Field(
+        "pending",
+        description="done; pending (not enriched yet, or a provider was down or out of credits: "
+        "the next run or `enrich_pending` finishes it); skipped (nothing to enrich with).",
+    )
+    website: WebsiteContacts | None = None
+    emails: EnrichmentStatus = "skipped"
+    company: EnrichmentStatus = "skipped"
+    company_facts: CompanyFacts | None = None
+    pending_reasons: list[str] = Field(default_factory=list)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Score(_Model):
+    """Stage-owned (`tasks/score`): 0-100, the top reasons, and the model that gave it."""
+
+    value: float = Field(ge=0, le=100)
+    reasons: list[str] = Field(default_factory=list, examples=[["verified email", "4.8 rating"]])
+    model_version: str = Field(examples=["heuristic-1", "leads-20261125T1530-3f2a"])
+    scored_at: datetime = Field(default_factory=utcnow)
+
+
 class Review(_Model):
     """Analyst-owned: written only by the API, never by the pipeline."""
 
@@ -125,8 +179,8 @@ class Lead(_Model):
         default_factory=list, description="Data-quality notes that did not stop the lead."
     )
     merged_into: str | None = Field(None, description="Set on tombstones: the survivor's lead_id.")
-    enrichment: dict[str, Any] | None = None
-    score: dict[str, Any] | None = None
+    enrichment: Enrichment | None = None
+    score: Score | None = None
     review: Review | None = None
 
     def to_document(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ What a lead gets:
   unless it is already there (whatever its source);
 - `best_email`, if it had none: the first found address on the lead's own domain, else the
   first found at all;
-- `enrichment["contacts"]`: `{"emails", "phones" (E.164), "socials", "pages", "error"}`.
+- `enrichment.website`: `WebsiteContacts` (emails, phones in E.164, socials, pages, error).
 
 A site that cannot be crawled only sets its leads' `error`. The stage fails (`CrawlFailed`)
 only when the crawl yields nothing at all for a non-empty input, which means the crawl
@@ -32,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 
 from connectors.mongo import shared_store
 from leadflow.settings import Settings, get_settings
-from models.lead import Email, Lead
+from models.lead import Email, Enrichment, Lead, WebsiteContacts
 from spiders.contacts.extract import site_key
 from tasks.normalize import parse_phone
 from tasks.scrape import CrawlFailed, failure_summary, log_tail, read_items, run_crawl_process
@@ -132,16 +132,14 @@ def merge_contacts(lead: Lead, item: dict[str, Any], default_region: str) -> Non
     if not lead.best_email:
         lead.best_email = _best_email(lead, emails)
     pages = item.get("pages")
-    lead.enrichment = {
-        **(lead.enrichment or {}),
-        STAGE: {
-            "emails": emails,
-            "phones": _phones(lead, list(item.get("phones") or []), default_region),
-            "socials": dict(item.get("socials") or {}),
-            "pages": len(pages) if isinstance(pages, list) else 0,
-            "error": item.get("error"),
-        },
-    }
+    lead.enrichment = lead.enrichment or Enrichment()
+    lead.enrichment.website = WebsiteContacts(
+        emails=emails,
+        phones=_phones(lead, list(item.get("phones") or []), default_region),
+        socials={str(k): str(v) for k, v in dict(item.get("socials") or {}).items()},
+        pages=len(pages) if isinstance(pages, list) else 0,
+        error=item.get("error"),
+    )
 
 
 def find_contacts(

@@ -688,10 +688,13 @@ def _merge_into(base: Lead, other: Lead) -> None:
         base.first_seen = other.first_seen
     base.run_ids = _union(base.run_ids, other.run_ids)
     base.quality_flags = _union(base.quality_flags, other.quality_flags)
-    for block in ("details", "enrichment", "score"):
-        mine, theirs = getattr(base, block), getattr(other, block)
-        if theirs:
-            setattr(base, block, {**theirs, **mine} if mine else dict(theirs))
+    if other.details:
+        base.details = {**other.details, **(base.details or {})}
+    # Stage-owned blocks: the survivor's own, else the other's (later stages redo them).
+    if base.enrichment is None and other.enrichment is not None:
+        base.enrichment = other.enrichment.model_copy(deep=True)
+    if base.score is None and other.score is not None:
+        base.score = other.score.model_copy(deep=True)
     base.review = _merge_review(base.review, other.review)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from leadflow.settings import Settings
-from models.lead import Email, Lead
+from models.lead import Email, Lead, WebsiteContacts
 from sandbox.directory.generate import Directory, generate
 from spiders.contacts.extract import is_placeholder_email, valid_email
 from tasks import contacts as contacts_stage
@@ -94,13 +94,14 @@ def test_every_planted_email_is_found_and_nothing_else(
     for lead in leads:
         assert lead.domain is not None and lead.enrichment is not None
         site = world.websites[lead.domain]
-        contacts = lead.enrichment["contacts"]
+        contacts = lead.enrichment.website
+        assert contacts is not None
         # Exactly the planted addresses: every obfuscation decoded, no decoy taken.
-        assert sorted(contacts["emails"]) == sorted(planted[lead.domain]), site.email_styles
-        assert contacts["error"] is None
-        assert 1 <= contacts["pages"] <= settings.contacts_max_pages_per_site
-        assert sorted(contacts["socials"].values()) == sorted(site.socials)
-        assert lead.phone in contacts["phones"]  # the branch's tel: link on /contact
+        assert sorted(contacts.emails) == sorted(planted[lead.domain]), site.email_styles
+        assert contacts.error is None
+        assert 1 <= contacts.pages <= settings.contacts_max_pages_per_site
+        assert sorted(contacts.socials.values()) == sorted(site.socials)
+        assert lead.phone in contacts.phones  # the branch's tel: link on /contact
         values = [email.value.lower() for email in lead.emails]
         assert sorted(set(values)) == sorted(values) == sorted(planted[lead.domain])
         if planted[lead.domain]:
@@ -113,14 +114,16 @@ def test_every_planted_email_is_found_and_nothing_else(
     assert all(e.source == "website" and e.status == "unverified" for e in known.emails[1:])
 
     found = [
-        e for lead in batch for e in (lead.enrichment or {}).get("contacts", {}).get("emails", [])
+        e
+        for lead in batch
+        if lead.enrichment and lead.enrichment.website
+        for e in lead.enrichment.website.emails
     ]
     assert found and all(valid_email(e) and not is_placeholder_email(e) for e in found)
     assert not any(e.rsplit(".", 1)[-1] in ("png", "jpg", "gif", "webp", "svg") for e in found)
 
-    assert ghost.enrichment == {
-        "contacts": {"emails": [], "phones": [], "socials": {}, "pages": 0, "error": "HTTP 404"}
-    }
+    assert ghost.enrichment is not None
+    assert ghost.enrichment.website == WebsiteContacts(pages=0, error="HTTP 404")
     assert ghost.emails == [] and ghost.best_email is None
     assert offline.enrichment is None
 
@@ -147,14 +150,20 @@ def test_page_cap_and_site_time_limit(
     capped = settings.model_copy(update={"contacts_max_pages_per_site": 2})
     result = find_contacts(leads, "run-capped", capped)
     assert result.sites_failed == 0
-    assert all(lead.enrichment and lead.enrichment["contacts"]["pages"] == 2 for lead in leads)
+    assert all(
+        lead.enrichment and lead.enrichment.website and lead.enrichment.website.pages == 2
+        for lead in leads
+    )
 
     # A site whose time is up before its home page is read gets no further requests.
     leads = leads_of(world)
     hurried = settings.model_copy(update={"contacts_site_time_limit": 0.001})
     result = find_contacts(leads, "run-hurried", hurried)
     assert result.sites_failed == 0
-    assert all(lead.enrichment and lead.enrichment["contacts"]["pages"] == 1 for lead in leads)
+    assert all(
+        lead.enrichment and lead.enrichment.website and lead.enrichment.website.pages == 1
+        for lead in leads
+    )
     assert result.stats["leadflow/contacts/sites_out_of_time"] == result.sites
 
 
