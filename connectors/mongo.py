@@ -207,6 +207,16 @@ class LeadStore:
             for d in self.leads.find({"run_ids": {"$in": [run_id]}, "merged_into": None})
         ]
 
+    def leads_by_ids(self, lead_ids: Iterable[str]) -> list[Lead]:
+        """The stored leads with these ids (tombstones included: callers follow `merged_into`)."""
+        ids = list(dict.fromkeys(lead_ids))
+        found: list[Lead] = []
+        for chunk in _chunks(ids, self.batch_size):
+            found.extend(
+                lead_from_document(d) for d in self.leads.find({"lead_id": {"$in": list(chunk)}})
+            )
+        return found
+
     def count_live_leads(self) -> int:
         return count(self.leads, {"merged_into": None})
 
