@@ -10,11 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 from pymongo.monitoring import (
     CommandFailedEvent,
     CommandListener,
@@ -24,11 +26,15 @@ from pymongo.monitoring import (
 
 from leadflow.settings import Settings, get_settings
 from models.lead import Lead, Quarantined, utcnow
+from models.suppression import SuppressionKind, Suppressions, scrub_value, suppression_hash
 
 LEADS = "leads"
 QUARANTINE = "quarantine"
 RUNS = "runs"
 MIGRATIONS = "migrations"
+ENRICHMENT_CACHE = "enrichment_cache"
+DUPLICATE_KEY = 11000
+SUPPRESSION = "suppression"
 
 # Fields the pipeline never writes with `$set` on an existing lead: the key, the insert-only
 # timestamp, the run ids (added, never replaced, so concurrent runs both count), the
@@ -63,6 +69,11 @@ QUARANTINE_INDEXES: tuple[IndexModel, ...] = (
 RUN_INDEXES: tuple[IndexModel, ...] = (
     IndexModel([("created_at", DESCENDING)], name="created_at"),
     IndexModel([("state", ASCENDING)], name="state"),
+)
+# The TTL index only tidies up (MongoDB deletes expired entries about once a minute, the
+# embedded server maybe never): every read checks `expires_at` itself.
+CACHE_INDEXES: tuple[IndexModel, ...] = (
+    IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"),
 )
 
 
@@ -123,6 +134,11 @@ def count(collection: Collection, query: dict[str, Any]) -> int:
     return int(result[0]["n"]) if result else 0
 
 
+def _aware(moment: datetime) -> datetime:
+    # pymongo returns naive UTC datetimes unless the client is tz_aware.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def lead_from_document(doc: dict[str, Any]) -> Lead:
     doc.pop("_id", None)
     return Lead.model_validate(doc)
@@ -165,6 +181,14 @@ class LeadStore:
     def runs(self) -> Collection:
         return self.db[RUNS]
 
+    @property
+    def cache(self) -> Collection:
+        return self.db[ENRICHMENT_CACHE]
+
+    @property
+    def suppression(self) -> Collection:
+        return self.db[SUPPRESSION]
+
     def ping(self) -> bool:
         self.client.admin.command("ping")
         return True
@@ -175,6 +199,7 @@ class LeadStore:
             LEADS: self.leads.create_indexes(list(LEAD_INDEXES)),
             QUARANTINE: self.quarantine_collection.create_indexes(list(QUARANTINE_INDEXES)),
             RUNS: self.runs.create_indexes(list(RUN_INDEXES)),
+            ENRICHMENT_CACHE: self.cache.create_indexes(list(CACHE_INDEXES)),
         }
         marker = {"_id": f"{LEADS}.{LEAD_TEXT_INDEX.document['name']}"}
         if self.db[MIGRATIONS].find_one(marker) is None:
@@ -216,6 +241,13 @@ class LeadStore:
                 lead_from_document(d) for d in self.leads.find({"lead_id": {"$in": list(chunk)}})
             )
         return found
+
+    def pending_enrichment(self, limit: int) -> list[Lead]:
+        """Live leads whose enrichment is pending (oldest update first)."""
+        cursor = self.leads.find({"enrichment.status": "pending", "merged_into": None}).sort(
+            "enrichment.updated_at", ASCENDING
+        )
+        return [lead_from_document(d) for d in cursor.limit(limit)]
 
     def count_live_leads(self) -> int:
         return count(self.leads, {"merged_into": None})
@@ -274,15 +306,79 @@ class LeadStore:
     # --- quarantine ----------------------------------------------------------------------
 
     def quarantine(self, records: Sequence[Quarantined]) -> int:
+        """Keep records aside with their reasons; suppressed emails in a payload are scrubbed."""
         if not records:
             return 0
         docs = [r.model_dump(mode="python") for r in records]
+        suppressed = self.suppressions()
+        if suppressed:
+            for doc in docs:
+                doc["payload"] = scrub_value(doc["payload"], suppressed)
         for chunk in _chunks(docs, self.batch_size):
             self.quarantine_collection.insert_many(list(chunk), ordered=False)
         return len(docs)
 
     def quarantined_for_run(self, run_id: str) -> list[dict[str, Any]]:
         return list(self.quarantine_collection.find({"run_id": run_id}, {"_id": 0}))
+
+    # --- enrichment cache ------------------------------------------------------------------
+
+    def cache_get(self, kind: str, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Unexpired cached answers of `kind` (e.g. `hunter-domain`) by key; expiry is checked
+        here, not left to the TTL index."""
+        wanted = list(dict.fromkeys(keys))
+        now = utcnow()
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(wanted, self.batch_size):
+            ids = [f"{kind}:{key}" for key in chunk]
+            for doc in self.cache.find({"_id": {"$in": ids}}):
+                expires = doc.get("expires_at")
+                if isinstance(expires, datetime) and _aware(expires) > now:
+                    found[doc["key"]] = doc["value"]
+        return found
+
+    def cache_put(self, kind: str, values: dict[str, dict[str, Any]], ttl: timedelta) -> None:
+        """Store answers of `kind` by key until now + `ttl`.
+
+        Delete + insert rather than an upsert with `$set`: the embedded server stores a
+        top-level date given to `$set` on an existing document as a string, and the TTL index
+        needs a date. A concurrent run inserting the same key first is fine: same answer.
+        """
+        if not values:
+            return
+        expires_at = utcnow() + ttl
+        docs = [
+            {
+                "_id": f"{kind}:{key}",
+                "kind": kind,
+                "key": key,
+                "value": value,
+                "expires_at": expires_at,
+            }
+            for key, value in values.items()
+        ]
+        for chunk in _chunks(docs, self.batch_size):
+            self.cache.delete_many({"_id": {"$in": [doc["_id"] for doc in chunk]}})
+            try:
+                self.cache.insert_many(list(chunk), ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                    raise
+
+    # --- suppression -----------------------------------------------------------------------
+
+    def suppressions(self) -> Suppressions:
+        return Suppressions.of(doc["_id"] for doc in self.suppression.find({}, {"_id": 1}))
+
+    def suppress(self, kind: SuppressionKind, value: str, *, reason: str) -> str:
+        """Add a value (stored as its hash only); returns the hash."""
+        digest = suppression_hash(kind, value)
+        self.suppression.update_one(
+            {"_id": digest},
+            {"$setOnInsert": {"kind": kind, "reason": reason, "created_at": utcnow()}},
+            upsert=True,
+        )
+        return digest
 
     # --- runs ----------------------------------------------------------------------------
 

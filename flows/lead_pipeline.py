@@ -1,6 +1,7 @@
 """Flow `lead_pipeline`: one search, from crawl to stored, de-duplicated leads.
 
-Reads like the DAG it runs: scrape -> normalize -> dedup -> contacts -> load, each a batch-level task
+Reads like the DAG it runs: scrape -> normalize -> dedup -> contacts -> enrich -> load, each a
+batch-level task
 with retries; a markdown run summary and a table of the top leads as artifacts. The run's id
 is its Prefect flow-run id; its `runs` document in MongoDB records spec, state and counts.
 """
@@ -21,6 +22,7 @@ from models.lead import Lead
 from models.search import SearchSpec
 from tasks.contacts import contacts_task
 from tasks.dedup import DedupResult, dedup_task
+from tasks.enrich import EnrichResult, enrich_task
 from tasks.load import load_task
 from tasks.normalize import normalize_task
 from tasks.scrape import CrawlResult, scrape_task
@@ -54,6 +56,7 @@ def run_summary(
     crawls: list[CrawlResult],
     leads: list[Lead],
     dedup: DedupResult,
+    enriched: EnrichResult,
     load: LoadCounts,
 ) -> dict[str, Any]:
     scraped = sum(c.item_count for c in crawls)
@@ -67,7 +70,14 @@ def run_summary(
         "matched_stored": dedup.matched_stored,
         "stored_merged": dedup.stored_merged,
         "new": dedup.new,
-        "leads_with_email": sum(1 for lead in dedup.leads if lead.emails),
+        "leads_with_email": sum(1 for lead in dedup.leads if lead.best_email),
+        "enrich_searches_paid": enriched.searches_paid,
+        "enrich_verifications_paid": enriched.verifications_paid,
+        "enrich_company_lookups_paid": enriched.company_lookups_paid,
+        "enrich_cache_hits": enriched.cache_hits,
+        "companies_found": enriched.companies_found,
+        "enrich_pending": enriched.counts["pending"],
+        "enrich_notes": "; ".join(enriched.notes) or None,
         "inserted": load.inserted,
         "updated": load.updated,
         "tombstoned": load.tombstoned,
@@ -111,7 +121,8 @@ def _top_leads_table(leads: list[Lead]) -> list[dict[str, Any]]:
 
 @flow(
     name="lead_pipeline",
-    description="Scrape -> normalise -> dedup -> website contacts -> load for one SearchSpec.",
+    description="Scrape -> normalise -> dedup -> website contacts -> enrich -> load for one "
+    "SearchSpec.",
     on_failure=[_record_final_state],
     on_crashed=[_record_final_state],
     on_cancellation=[_record_final_state],
@@ -130,9 +141,10 @@ def lead_pipeline(spec: SearchSpec) -> dict[str, Any]:
     leads = normalize_task.with_options(**retrying)(crawls, run_id)
     deduped = dedup_task.with_options(**retrying)(leads, run_id)
     deduped.leads = contacts_task.with_options(**retrying)(deduped.leads, run_id)
+    enriched = enrich_task.with_options(**retrying)(deduped.leads, run_id)
     loaded = load_task.with_options(**retrying)(deduped, run_id)
 
-    summary = run_summary(spec, crawls, leads, deduped, loaded)
+    summary = run_summary(spec, crawls, leads, deduped, enriched, loaded)
     create_markdown_artifact(
         key="run-summary",
         markdown=_summary_markdown(run_id, summary),

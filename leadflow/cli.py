@@ -125,5 +125,38 @@ def dedup(
         )
 
 
+@app.command()
+def forget(
+    value: Annotated[str, typer.Argument(help="An email, a domain, or a lead id.")],
+    kind: Annotated[
+        str | None,
+        typer.Option(help="email, domain or lead_id (default: guessed from the value)."),
+    ] = None,
+) -> None:
+    """Erase an email, a domain's emails or a lead everywhere Leadflow keeps them, and never
+    store them again (the suppression list keeps only a hash)."""
+    from connectors.mongo import shared_store
+    from leadflow.forget import Forgetter
+    from models.suppression import guess_kind
+
+    chosen = kind or guess_kind(value)
+    if chosen not in ("email", "domain", "lead_id"):
+        raise typer.BadParameter("--kind must be email, domain or lead_id")
+    settings = get_settings()
+    report = Forgetter(shared_store(settings), settings).forget(value, chosen)  # type: ignore[arg-type]
+    console.print(
+        f"forgot a {report.kind} (sha256 {report.value_hash[:12]}…): "
+        f"{report.leads_changed} leads changed, {report.leads_deleted} deleted, "
+        f"{report.cache_entries} cache entries, {report.quarantine_rows} quarantine rows, "
+        f"{len(report.files)} files, {report.artifacts} artifacts; suppressed from now on"
+    )
+    if report.artifacts_error:
+        console.print(
+            f"[red]the Prefect artifacts could not be checked ({report.artifacts_error}); run "
+            "the command again once `leadflow status` shows Prefect up"
+        )
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

@@ -5,12 +5,15 @@
   `prefect --no-prompt deploy --all`, the documented path, so what the UI shows is exactly
   what the YAML says;
 - the "zombie flow run" automation from Prefect's "detect zombie flows" guide: a flow run
-  whose heartbeats stop is marked Crashed.
+  whose heartbeats stop is marked Crashed;
+- the global rate limits the enrich stage takes a slot of per provider call (`hunter-api`,
+  `company-api`), so every run together stays under each provider's per-second cap.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,13 +23,17 @@ from typing import Any
 
 import yaml
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+    WorkPoolCreate,
+)
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from leadflow.services import ServiceError, child_env, prefect_env, venv_bin
@@ -215,6 +222,38 @@ def ensure_zombie_automation(settings: Settings) -> str:
 
 
 # --------------------------------------------------------------------------------------
+# provider rate limits
+# --------------------------------------------------------------------------------------
+
+
+def provider_rate_limits(settings: Settings) -> dict[str, float]:
+    """Global rate-limit name -> calls per second (the names tasks/enrich acquires)."""
+    return {
+        "hunter-api": settings.hunter_requests_per_second,
+        "company-api": settings.company_requests_per_second,
+    }
+
+
+def ensure_rate_limits(settings: Settings) -> None:
+    """Create or update each provider's rate limit: at most `rate` slots, decaying at `rate`
+    per second (Prefect's documented rate-limit recipe)."""
+    with client_for(settings) as client:
+        for name, rate in provider_rate_limits(settings).items():
+            slots = max(1, math.ceil(rate))
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=slots, slot_decay_per_second=rate)
+                )
+            else:
+                client.update_global_concurrency_limit(
+                    name,
+                    GlobalConcurrencyLimitUpdate(limit=slots, slot_decay_per_second=rate),
+                )
+
+
+# --------------------------------------------------------------------------------------
 # all of it
 # --------------------------------------------------------------------------------------
 
@@ -226,3 +265,4 @@ def setup(settings: Settings, *, echo: Echo | None = None, force_deploy: bool = 
     if deploy(settings, force=force_deploy):
         say(f"prefect  deployments registered: {', '.join(deployment_names())}")
     ensure_zombie_automation(settings)
+    ensure_rate_limits(settings)

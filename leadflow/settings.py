@@ -16,8 +16,11 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-# The API key the 2captcha sandbox accepts; used when no key is configured in sandbox mode.
+# The API keys the sandbox's stand-ins accept (local only, not secrets); used when no key is
+# configured in sandbox mode.
 SANDBOX_CAPTCHA_KEY = "sandbox-2captcha-key"
+SANDBOX_HUNTER_KEY = "sandbox-hunter-key"
+SANDBOX_COMPANY_KEY = "sandbox-company-key"
 
 
 class Settings(BaseSettings):
@@ -193,6 +196,59 @@ class Settings(BaseSettings):
         120.0, description="Seconds a sandbox-issued token stays valid (reCAPTCHA: 120)."
     )
 
+    # --- enrichment (Hunter, company data) -------------------------------------------------
+    hunter_url: str | None = Field(
+        None,
+        description="Hunter API base URL; unset = <sandbox_url>/hunter/v2 in sandbox mode, "
+        "else https://api.hunter.io/v2.",
+    )
+    hunter_api_key: SecretStr | None = Field(
+        None, description="Hunter API key; unset outside sandbox mode = no Hunter calls."
+    )
+    hunter_requests_per_second: float = Field(
+        10.0, gt=0, description="Cap on Hunter calls per second (Hunter allows 15, verifier 10)."
+    )
+    hunter_run_search_budget: int = Field(
+        200, ge=0, description="Hunter searches (paid) one pipeline run may spend."
+    )
+    hunter_run_verification_budget: int = Field(
+        400, ge=0, description="Hunter verifications (paid) one pipeline run may spend."
+    )
+    hunter_verify_candidates: int = Field(
+        2, ge=0, description="Best email candidates per lead sent to the verifier."
+    )
+    hunter_verify_max_wait: float = Field(
+        20.0, description="Seconds to keep polling a verification Hunter answers 202 for."
+    )
+    hunter_timeout: float = Field(15.0, description="Time-out (s) of one Hunter request.")
+    company_url: str | None = Field(
+        None,
+        description="Company data API base URL (Clearbit Company API shape); unset = "
+        "<sandbox_url>/company in sandbox mode, else https://company.clearbit.com.",
+    )
+    company_api_key: SecretStr | None = Field(
+        None, description="Company data API key; unset outside sandbox mode = stage skipped."
+    )
+    company_requests_per_second: float = Field(
+        10.0, gt=0, description="Cap on company-data calls per second."
+    )
+    company_timeout: float = Field(15.0, description="Time-out (s) of one company-data request.")
+    enrichment_cache_days: float = Field(
+        30.0, gt=0, description="A domain's Hunter or company result is reused for this long."
+    )
+    enrichment_workers: int = Field(
+        4, ge=1, description="Provider calls in flight at once (threads; the rate caps still hold)."
+    )
+
+    # --- validation ------------------------------------------------------------------------
+    validation_max_failing_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Share of a batch's leads that may fail validation (they go to quarantine) "
+        "before the whole batch fails.",
+    )
+
     # --- sandbox maps --------------------------------------------------------------------
     sandbox_maps_latency_ms: int = Field(
         300, ge=0, description="Delay (ms) of every response of the sandbox maps site (maps.test)."
@@ -262,6 +318,31 @@ class Settings(BaseSettings):
         if self.captcha_url:
             return self.captcha_url.rstrip("/")
         return f"{self.sandbox_url}/2captcha" if self.sandbox else "https://2captcha.com"
+
+    @property
+    def hunter_base_url(self) -> str:
+        if self.hunter_url:
+            return self.hunter_url.rstrip("/")
+        return f"{self.sandbox_url}/hunter/v2" if self.sandbox else "https://api.hunter.io/v2"
+
+    @property
+    def hunter_key(self) -> SecretStr | None:
+        """The Hunter key to use: the configured one, else the sandbox's in sandbox mode."""
+        if self.hunter_api_key is not None:
+            return self.hunter_api_key
+        return SecretStr(SANDBOX_HUNTER_KEY) if self.sandbox else None
+
+    @property
+    def company_base_url(self) -> str:
+        if self.company_url:
+            return self.company_url.rstrip("/")
+        return f"{self.sandbox_url}/company" if self.sandbox else "https://company.clearbit.com"
+
+    @property
+    def company_key(self) -> SecretStr | None:
+        if self.company_api_key is not None:
+            return self.company_api_key
+        return SecretStr(SANDBOX_COMPANY_KEY) if self.sandbox else None
 
     @property
     def captcha_key(self) -> SecretStr | None:

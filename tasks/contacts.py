@@ -35,7 +35,14 @@ from leadflow.settings import Settings, get_settings
 from models.lead import Email, Enrichment, Lead, WebsiteContacts
 from spiders.contacts.extract import site_key
 from tasks.normalize import parse_phone
-from tasks.scrape import CrawlFailed, failure_summary, log_tail, read_items, run_crawl_process
+from tasks.scrape import (
+    CrawlFailed,
+    failure_summary,
+    log_tail,
+    read_items,
+    run_crawl_process,
+    scrub_run_files,
+)
 
 STAGE = "contacts"
 SPIDER = "website_contacts"
@@ -220,7 +227,9 @@ def find_contacts(
 def contacts_task(leads: list[Lead], run_id: str) -> list[Lead]:
     """Find emails, phones and social profiles on the leads' websites."""
     result = find_contacts(leads, run_id)
-    shared_store().record_stage(run_id, STAGE, result.counts)
+    store = shared_store()
+    scrub_run_files(run_id, store.suppressions())
+    store.record_stage(run_id, STAGE, result.counts)
     get_run_logger().info(
         "%s (items in %s)", result.counts, result.items_path or "no websites to crawl"
     )

@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from connectors.mongo import shared_store
 from leadflow.settings import PROJECT_DIR, Settings, get_settings
 from models.search import SearchSpec
+from models.suppression import Suppressions, scrub_file
 
 SPIDERS: dict[str, str] = {"directory": "directory", "google_maps": "google_maps"}
 
@@ -259,11 +260,25 @@ def scrape(spec: SearchSpec, run_id: str, settings: Settings | None = None) -> l
     return [crawl(source, spec, run_dir, settings) for source in spec.sources]
 
 
+def scrub_run_files(run_id: str, suppressed: Suppressions) -> list[Path]:
+    """The run folder's files with suppressed emails replaced: an address someone had
+    forgotten that a site still shows is not kept in the raw crawl output either."""
+    run_dir = get_settings().runs_dir / run_id
+    if not suppressed or not run_dir.exists():
+        return []
+    return [
+        path
+        for path in sorted(run_dir.iterdir())
+        if path.is_file() and scrub_file(path, suppressed)
+    ]
+
+
 @task(name="scrape", cache_policy=NO_CACHE, persist_result=False)
 def scrape_task(spec: SearchSpec, run_id: str) -> list[CrawlResult]:
     """Crawl the spec's sources; their feeds stay in the run folder for `normalize` to read."""
     logger = get_run_logger()
     results = scrape(spec, run_id)
+    scrub_run_files(run_id, shared_store().suppressions())
     for result in results:
         logger.info("%s: %s (items in %s)", result.source, result.counts, result.items_path)
     shared_store().record_stage(run_id, "scrape", {r.source: r.counts for r in results})
