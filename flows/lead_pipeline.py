@@ -1,7 +1,7 @@
 """Flow `lead_pipeline`: one search, from crawl to stored, de-duplicated leads.
 
-Reads like the DAG it runs: scrape -> normalize -> dedup -> contacts -> enrich -> load, each a
-batch-level task
+Reads like the DAG it runs: scrape -> normalize -> dedup -> contacts -> enrich -> validate ->
+load, each a batch-level task
 with retries; a markdown run summary and a table of the top leads as artifacts. The run's id
 is its Prefect flow-run id; its `runs` document in MongoDB records spec, state and counts.
 """
@@ -26,6 +26,7 @@ from tasks.enrich import EnrichResult, enrich_task
 from tasks.load import load_task
 from tasks.normalize import normalize_task
 from tasks.scrape import CrawlResult, scrape_task
+from tasks.validate import validate_task
 
 TOP_LEADS = 20
 
@@ -70,6 +71,7 @@ def run_summary(
         "matched_stored": dedup.matched_stored,
         "stored_merged": dedup.stored_merged,
         "new": dedup.new,
+        "validation_quarantined": dedup.rejected,
         "leads_with_email": sum(1 for lead in dedup.leads if lead.best_email),
         "enrich_searches_paid": enriched.searches_paid,
         "enrich_verifications_paid": enriched.verifications_paid,
@@ -142,6 +144,7 @@ def lead_pipeline(spec: SearchSpec) -> dict[str, Any]:
     deduped = dedup_task.with_options(**retrying)(leads, run_id)
     deduped.leads = contacts_task.with_options(**retrying)(deduped.leads, run_id)
     enriched = enrich_task.with_options(**retrying)(deduped.leads, run_id)
+    deduped.keep(validate_task.with_options(**retrying)(deduped.leads, run_id))
     loaded = load_task.with_options(**retrying)(deduped, run_id)
 
     summary = run_summary(spec, crawls, leads, deduped, enriched, loaded)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from leadflow.cli_services import services_app
+from leadflow.cli_validate import validate_app
 from leadflow.settings import get_settings
 from models.search import SearchSpec
 
@@ -19,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(services_app)
+app.add_typer(validate_app)
 # soft_wrap: URLs and figures stay on one line when the output is piped or logged.
 console = Console(soft_wrap=True)
 

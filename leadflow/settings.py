@@ -351,6 +351,57 @@ class Settings(BaseSettings):
             return self.captcha_api_key
         return SecretStr(SANDBOX_CAPTCHA_KEY) if self.sandbox else None
 
+    # --- sandbox Hunter and company data -------------------------------------------------
+    sandbox_hunter_search_credits: int = Field(
+        5000, ge=0, description="Monthly search credits of the sandbox Hunter account."
+    )
+    sandbox_hunter_verification_credits: int = Field(
+        10000, ge=0, description="Monthly verification credits of the sandbox Hunter account."
+    )
+    sandbox_hunter_requests_per_second: int = Field(
+        15, ge=1, description="Sandbox Hunter calls per key per second before 403 (Hunter: 15)."
+    )
+    sandbox_hunter_requests_per_minute: int = Field(
+        500, ge=1, description="Sandbox Hunter calls per key per minute before 403 (Hunter: 500)."
+    )
+    sandbox_hunter_verifier_requests_per_second: int = Field(
+        10, ge=1, description="Sandbox verifier calls per key per second before 403 (Hunter: 10)."
+    )
+    sandbox_hunter_verifier_requests_per_minute: int = Field(
+        300, ge=1, description="Sandbox verifier calls per key per minute before 403 (Hunter: 300)."
+    )
+    sandbox_hunter_verifier_pending_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How long the sandbox verifier answers 202 after the first check of a slow "
+        "address (about 30% of business addresses; 0 = never).",
+    )
+    sandbox_hunter_free_repeats: bool = Field(
+        False,
+        description="Bill an identical sandbox Hunter request once a month, as Hunter does; off = "
+        "every paid answer is billed, so a missing cache shows in /account.",
+    )
+    sandbox_hunter_fault_share: float = Field(
+        0.0, ge=0, le=1, description="Share (0-1) of sandbox Hunter requests answered 503 (seeded)."
+    )
+    sandbox_company_requests_per_minute: int = Field(
+        600,
+        ge=1,
+        description="Sandbox company lookups per key per minute before 429 (Clearbit: 600).",
+    )
+    sandbox_company_not_ready_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Share (0-1) of sandbox company domains whose first lookup is queued (202).",
+    )
+    sandbox_company_not_ready_seconds: float = Field(
+        2.0, ge=0, description="How long a queued sandbox company lookup answers 202."
+    )
+    sandbox_company_fault_share: float = Field(
+        0.0, ge=0, le=1, description="Share (0-1) of sandbox company lookups answered 503 (seeded)."
+    )
+
 
 @lru_cache
 def get_settings() -> Settings:

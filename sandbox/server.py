@@ -225,18 +225,30 @@ MountFactory = Callable[[SandboxConfig, Directory], Mapping[str, ASGIApp]]
 def service_mounts(config: SandboxConfig, directory: Directory) -> dict[str, ASGIApp]:
     """The sandbox APIs on the server's own address: path prefix -> ASGI app.
 
-    This is the place to add the stand-ins for Hunter, company data, the CRMs, 2captcha and
-    Slack (e.g. `"/hunter/v2": hunter_app(...)`), so a client's base URL becomes
-    `http://127.0.0.1:<port>/hunter/v2`.
+    This is the place to add the stand-ins for the CRMs and Slack (e.g. `"/hubspot":
+    hubspot_app(...)`), so a client's base URL becomes `http://127.0.0.1:<port>/hubspot`.
 
     - `/2captcha`: the 2captcha API (`sandbox.captcha`); knobs from `LEADFLOW_SANDBOX_CAPTCHA_*`.
       Its `CaptchaSandbox` is `mounts["/2captcha"].state.captcha`, whose `verify_token` a site
       in this process can use (or `POST /2captcha/__verify` over HTTP).
+    - `/hunter/v2`: the Hunter.io API v2 (`sandbox.hunter`), base URL
+      `http://127.0.0.1:<port>/hunter/v2`; knobs from `LEADFLOW_SANDBOX_HUNTER_*`, state at
+      `mounts["/hunter/v2"].state.hunter` and `/hunter/v2/__sandbox/state`.
+    - `/company`: the Clearbit-shaped Company API (`sandbox.company`),
+      `GET /company/v2/companies/find?domain=`; knobs from `LEADFLOW_SANDBOX_COMPANY_*`, state
+      at `mounts["/company"].state.company` and `/company/__sandbox/state`.
+
+    Hunter and company data are drawn from `directory` and `config.seed`.
     """
     from sandbox.captcha import CaptchaSandbox, captcha_app
+    from sandbox.company import CompanySandbox, company_app
+    from sandbox.hunter import HunterSandbox, hunter_app
 
+    settings = get_settings()
     mounts: dict[str, ASGIApp] = {}
-    mounts["/2captcha"] = captcha_app(CaptchaSandbox.from_settings(get_settings(), config.seed))
+    mounts["/2captcha"] = captcha_app(CaptchaSandbox.from_settings(settings, config.seed))
+    mounts["/hunter/v2"] = hunter_app(HunterSandbox.from_settings(settings, directory, config.seed))
+    mounts["/company"] = company_app(CompanySandbox.from_settings(settings, directory, config.seed))
     return mounts
 
 

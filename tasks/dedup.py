@@ -721,6 +721,17 @@ class DedupResult:
     # Survivors whose analyst `review` now includes a tombstone's: only for these does `load`
     # write the review block.
     carried_review: list[str] = field(default_factory=list)
+    # Output leads a later stage (validate) sent to quarantine instead of load.
+    rejected: int = 0
+
+    def keep(self, passing: Sequence[Lead]) -> None:
+        """Only `passing` go on to load; a stored lead merged into a rejected survivor stays as
+        it is rather than become a tombstone pointing at a lead that was never stored."""
+        kept = {lead.lead_id for lead in passing}
+        self.rejected += len(self.leads) - len(passing)
+        self.leads = list(passing)
+        self.tombstones = [t for t in self.tombstones if t.merged_into in kept]
+        self.carried_review = [lead_id for lead_id in self.carried_review if lead_id in kept]
 
     @property
     def counts(self) -> dict[str, int]:

@@ -221,7 +221,10 @@ class Enricher:
         fresh = self._paid_calls(
             [d for d in needing if d not in cached], step, self._search_domain, result
         )
-        result.searches_paid += sum(1 for outcome in fresh.values() if outcome is not None)
+        # Hunter charges a domain search only when it lists at least one address.
+        result.searches_paid += sum(
+            1 for out in fresh.values() if out is not None and out["listed"]
+        )
         self.store.cache_put(
             DOMAIN_SEARCH, {d: v for d, v in fresh.items() if v is not None}, self.ttl
         )
@@ -243,6 +246,7 @@ class Enricher:
         return {
             "organization": search.organization,
             "pattern": search.pattern,
+            "listed": len(search.emails),
             "emails": [asdict(e) for e in search.emails if not self.suppressed.email(e.value)],
         }
 
@@ -269,7 +273,8 @@ class Enricher:
         )
         removed = {email for email, outcome in fresh.items() if outcome == {"removed": True}}
         verdicts = {e: v for e, v in fresh.items() if v is not None and e not in removed}
-        result.verifications_paid += len(verdicts)
+        # Hunter charges a completed verification, not an "unknown" verdict.
+        result.verifications_paid += sum(1 for v in verdicts.values() if v["status"] != "unknown")
         self.store.cache_put(VERIFICATION, verdicts, self.ttl)
         for email in removed:
             # The person asked Hunter to be removed: never store the address, anywhere.
