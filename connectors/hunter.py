@@ -185,6 +185,7 @@ class HunterClient:
             timeout=settings.hunter_timeout,
             limiter=limiter,
             verify_max_wait=settings.hunter_verify_max_wait,
+            verify_poll_interval=settings.hunter_verify_poll_interval,
         )
 
     def close(self) -> None:

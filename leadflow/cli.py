@@ -147,7 +147,7 @@ def forget(
     settings = get_settings()
     report = Forgetter(shared_store(settings), settings).forget(value, chosen)  # type: ignore[arg-type]
     console.print(
-        f"forgot a {report.kind} (sha256 {report.value_hash[:12]}…): "
+        f"{report.kind} forgotten (sha256 {report.value_hash[:12]}…): "
         f"{report.leads_changed} leads changed, {report.leads_deleted} deleted, "
         f"{report.cache_entries} cache entries, {report.quarantine_rows} quarantine rows, "
         f"{len(report.files)} files, {report.artifacts} artifacts; suppressed from now on"

@@ -220,6 +220,9 @@ class Settings(BaseSettings):
     hunter_verify_max_wait: float = Field(
         20.0, description="Seconds to keep polling a verification Hunter answers 202 for."
     )
+    hunter_verify_poll_interval: float = Field(
+        1.0, gt=0, description="Seconds between asks for a verification Hunter answered 202 for."
+    )
     hunter_timeout: float = Field(15.0, description="Time-out (s) of one Hunter request.")
     company_url: str | None = Field(
         None,

@@ -76,6 +76,18 @@ else:
             "LEADFLOW_SANDBOX_CAPTCHA_SHARE": "0.1",
             "LEADFLOW_SANDBOX_CAPTCHA_SOLVE_SECONDS": "0.2",
             "LEADFLOW_CAPTCHA_POLL_INTERVAL": "0.1",
+            # Hunter and company data at test speed: the same paths (rate limits, 202 polling,
+            # credits), with caps far above what the demo runs need and short pending times.
+            "LEADFLOW_HUNTER_REQUESTS_PER_SECOND": "200",
+            "LEADFLOW_COMPANY_REQUESTS_PER_SECOND": "200",
+            "LEADFLOW_SANDBOX_HUNTER_REQUESTS_PER_SECOND": "1000",
+            "LEADFLOW_SANDBOX_HUNTER_REQUESTS_PER_MINUTE": "60000",
+            "LEADFLOW_SANDBOX_HUNTER_VERIFIER_REQUESTS_PER_SECOND": "1000",
+            "LEADFLOW_SANDBOX_HUNTER_VERIFIER_REQUESTS_PER_MINUTE": "60000",
+            "LEADFLOW_SANDBOX_HUNTER_VERIFIER_PENDING_SECONDS": "0.2",
+            "LEADFLOW_HUNTER_VERIFY_POLL_INTERVAL": "0.1",
+            "LEADFLOW_SANDBOX_COMPANY_REQUESTS_PER_MINUTE": "60000",
+            "LEADFLOW_ENRICHMENT_WORKERS": "8",
             # A killed worker's run is marked Crashed 60 s after its last heartbeat (default 90).
             "LEADFLOW_ZOMBIE_AFTER_SECONDS": "60",
             "LEADFLOW_MONGO_PORT": str(_mongo_port),

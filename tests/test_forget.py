@@ -1,0 +1,101 @@
+"""`leadflow forget`: an email found by a real pipeline run is erased from every MongoDB
+collection, every file under LEADFLOW_HOME and the Prefect artifacts, and a later run of the
+same search does not bring it back."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from typer.testing import CliRunner
+
+from connectors.mongo import LeadStore
+from leadflow.cli import app
+from leadflow.settings import Settings, get_settings
+from models.search import SearchSpec
+from models.suppression import suppression_hash
+from tests.conftest import RunningServices
+
+SPEC = SearchSpec(sources=["directory"], limit=40)
+
+
+@pytest.fixture
+def own_home_and_db(services: RunningServices, tmp_path: Path) -> Iterator[Settings]:
+    """This test's own database and LEADFLOW_HOME (run files), on the session's services."""
+    overrides = {
+        "LEADFLOW_MONGODB_DB": f"forget_{os.getpid()}",
+        "LEADFLOW_HOME": str(tmp_path / "home"),
+        "LEADFLOW_TASK_RETRIES": "0",
+    }
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    get_settings.cache_clear()
+    settings = get_settings()
+    yield settings
+    LeadStore.from_settings(settings).client.drop_database(settings.mongodb_db)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+def places_holding(value: str, store: LeadStore, home: Path) -> list[str]:
+    """Every MongoDB document, file under `home` and Prefect artifact that mentions `value`."""
+    needle = value.lower()
+    found = [
+        f"mongodb {name}: {doc.get('_id')}"
+        for name in store.db.list_collection_names()
+        for doc in store.db[name].find({})
+        if needle in json.dumps(doc, default=str).lower()
+    ]
+    found += [
+        f"file {path}"
+        for path in home.rglob("*")
+        if path.is_file() and needle.encode() in path.read_bytes().lower()
+    ]
+    with get_client(sync_client=True) as client:
+        offset = 0
+        while page := client.read_artifacts(limit=200, offset=offset):
+            found += [
+                f"artifact {a.key or a.id}"
+                for a in page
+                if needle in json.dumps(a.data, default=str).lower()
+            ]
+            offset += len(page)
+    return found
+
+
+def test_forget_an_email_everywhere_and_a_later_run_does_not_bring_it_back(
+    own_home_and_db: Settings,
+) -> None:
+    from flows.lead_pipeline import lead_pipeline
+
+    settings = own_home_and_db
+    store = LeadStore.from_settings(settings)
+    assert lead_pipeline(SPEC, return_state=True).is_completed()
+    lead = store.leads.find_one({"best_email": {"$ne": None}, "merged_into": None})
+    assert lead is not None, "the demo run found no email to forget"
+    email = lead["best_email"]
+    before = places_holding(email, store, settings.home_dir)
+    assert any(p.startswith("mongodb leads") for p in before)
+    assert any(p.startswith("file") for p in before)  # the website crawl's raw output
+
+    result = CliRunner().invoke(app, ["forget", email])
+    assert result.exit_code == 0, result.output
+    assert "email forgotten" in result.output
+
+    assert places_holding(email, store, settings.home_dir) == []
+    # Only a hash is kept, so the list itself holds nothing personal.
+    assert store.suppression.find_one({"_id": suppression_hash("email", email)}) is not None
+
+    # The site still shows the address: the next run crawls it again and keeps none of it.
+    assert lead_pipeline(SPEC, return_state=True).is_completed()
+    assert places_holding(email, store, settings.home_dir) == []
+    survivor = store.leads.find_one({"lead_id": lead["lead_id"]})
+    assert survivor is not None and survivor["best_email"] != email
