@@ -145,15 +145,18 @@ class _Step:
 
 @dataclass
 class _LeadState:
+    """One lead's outcome per step; the email and company steps run in parallel threads, so
+    each writes only its own fields."""
+
     emails: EnrichmentStatus = "skipped"
     company: EnrichmentStatus = "skipped"
     facts: CompanyFacts | None = None
-    reasons: list[str] = field(default_factory=list)
+    reasons: dict[str, list[str]] = field(default_factory=lambda: {"emails": [], "company": []})
 
     def pending(self, what: str, reason: str) -> None:
         setattr(self, what, "pending")
-        if reason not in self.reasons:
-            self.reasons.append(reason)
+        if reason not in self.reasons[what]:
+            self.reasons[what].append(reason)
 
 
 class Enricher:
@@ -189,9 +192,17 @@ class Enricher:
                 by_domain[lead.domain].append(lead)
         result.domains = len(by_domain)
 
-        self._emails(by_domain, states, result)
-        self._verify(eligible, states, result)
-        self._companies(by_domain, states, result)
+        # Company data from its own provider, under its own rate limit, meanwhile.
+        company_part = EnrichResult(leads=[])
+        with ThreadPoolExecutor(1) as side:
+            companies = side.submit(self._companies, by_domain, states, company_part)
+            self._emails(by_domain, states, result)
+            self._verify(eligible, states, result)
+            companies.result()
+        result.cache_hits += company_part.cache_hits
+        result.company_lookups_paid = company_part.company_lookups_paid
+        result.companies_found = company_part.companies_found
+        result.notes += company_part.notes
 
         for lead in leads:
             self._finish(lead, states[id(lead)])
@@ -420,7 +431,7 @@ class Enricher:
         enrichment.company = state.company
         if state.facts is not None:
             enrichment.company_facts = state.facts
-        enrichment.pending_reasons = state.reasons
+        enrichment.pending_reasons = state.reasons["emails"] + state.reasons["company"]
         steps = (state.emails, state.company)
         enrichment.status = (
             "pending" if "pending" in steps else "done" if "done" in steps else "skipped"
