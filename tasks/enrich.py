@@ -30,6 +30,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -195,7 +196,9 @@ class Enricher:
         # Company data from its own provider, under its own rate limit, meanwhile.
         company_part = EnrichResult(leads=[])
         with ThreadPoolExecutor(1) as side:
-            companies = side.submit(self._companies, by_domain, states, company_part)
+            companies = side.submit(
+                copy_context().run, self._companies, by_domain, states, company_part
+            )
             self._emails(by_domain, states, result)
             self._verify(eligible, states, result)
             companies.result()
@@ -400,8 +403,11 @@ class Enricher:
             except HunterError as exc:  # this key only (e.g. a malformed domain): go on
                 log.warning("%s", exc)
 
+        # Each call in a copy of this thread's context: Prefect's settings (the API URL) live in
+        # context variables, and a bare pool thread would otherwise start an ephemeral server.
+        contexts = [copy_context() for _ in keys]
         with ThreadPoolExecutor(self.settings.enrichment_workers) as pool:
-            list(pool.map(one, keys))
+            list(pool.map(lambda context, key: context.run(one, key), contexts, keys))
         if step.stopped:
             result.notes.append(step.stopped)
         return outcomes
