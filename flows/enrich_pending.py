@@ -3,7 +3,7 @@
 A Hunter outage, a month's credits used up or a company lookup still being gathered leave
 leads `enrichment.status == "pending"`; the next pipeline run finishes those it scrapes
 again, and this flow (deployment `enrich-pending`, on its own schedule) finishes the rest.
-Reads like its DAG: pending leads -> enrich -> store.
+Reads like its DAG: pending leads -> enrich -> score -> store.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from connectors.mongo import shared_store
 from leadflow.settings import get_settings
 from models.lead import Lead
 from tasks.enrich import enrich_task
+from tasks.score import score_task
 
 
 @task(name="pending leads", cache_policy=NO_CACHE, persist_result=False)
@@ -42,7 +43,8 @@ def enrich_pending(limit: int = 1000) -> dict[str, Any]:
         get_run_logger().info("no leads pending enrichment")
         return {"pending": 0}
     enriched = enrich_task.with_options(**retrying)(leads, run_id)
-    stored = store_enriched(enriched.leads)
+    # New emails and company facts change the score.
+    stored = store_enriched(score_task.with_options(**retrying)(enriched.leads, run_id))
     summary = {"pending": len(leads), "stored": stored, **enriched.counts}
     rows = "\n".join(f"| {k.replace('_', ' ')} | {v} |" for k, v in summary.items())
     create_markdown_artifact(

@@ -1,7 +1,7 @@
 """Flow `lead_pipeline`: one search, from crawl to stored, de-duplicated leads.
 
-Reads like the DAG it runs: scrape -> normalize -> dedup -> contacts -> enrich -> validate ->
-load, each a batch-level task
+Reads like the DAG it runs: scrape -> normalize -> dedup -> contacts -> enrich -> score ->
+validate -> load, each a batch-level task
 with retries; a markdown run summary and a table of the top leads as artifacts. The run's id
 is its Prefect flow-run id; its `runs` document in MongoDB records spec, state and counts.
 """
@@ -25,6 +25,7 @@ from tasks.dedup import DedupResult, dedup_task
 from tasks.enrich import EnrichResult, enrich_task
 from tasks.load import load_task
 from tasks.normalize import normalize_task
+from tasks.score import score_task
 from tasks.scrape import CrawlResult, scrape_task
 from tasks.validate import validate_task
 
@@ -80,6 +81,7 @@ def run_summary(
         "companies_found": enriched.companies_found,
         "enrich_pending": enriched.counts["pending"],
         "enrich_notes": "; ".join(enriched.notes) or None,
+        "score_model": next((lead.score.model_version for lead in dedup.leads if lead.score), None),
         "inserted": load.inserted,
         "updated": load.updated,
         "tombstoned": load.tombstoned,
@@ -108,6 +110,8 @@ def _top_leads_table(leads: list[Lead]) -> list[dict[str, Any]]:
     return [
         {
             "lead_id": lead.lead_id,
+            "score": round(lead.score.value, 1) if lead.score else None,
+            "why": "; ".join(lead.score.reasons[:3]) if lead.score else None,
             "name": lead.name,
             "category": lead.category,
             "city": lead.address.city,
@@ -123,8 +127,8 @@ def _top_leads_table(leads: list[Lead]) -> list[dict[str, Any]]:
 
 @flow(
     name="lead_pipeline",
-    description="Scrape -> normalise -> dedup -> website contacts -> enrich -> load for one "
-    "SearchSpec.",
+    description="Scrape -> normalise -> dedup -> website contacts -> enrich -> score -> validate "
+    "-> load for one SearchSpec.",
     on_failure=[_record_final_state],
     on_crashed=[_record_final_state],
     on_cancellation=[_record_final_state],
@@ -144,6 +148,7 @@ def lead_pipeline(spec: SearchSpec) -> dict[str, Any]:
     deduped = dedup_task.with_options(**retrying)(leads, run_id)
     deduped.leads = contacts_task.with_options(**retrying)(deduped.leads, run_id)
     enriched = enrich_task.with_options(**retrying)(deduped.leads, run_id)
+    deduped.leads = score_task.with_options(**retrying)(deduped.leads, run_id)
     deduped.keep(validate_task.with_options(**retrying)(deduped.leads, run_id))
     loaded = load_task.with_options(**retrying)(deduped, run_id)
 

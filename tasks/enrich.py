@@ -2,9 +2,10 @@
 
 Emails, per lead, in this order (each step only where the previous one found nothing):
 
-1. the business's own website (stage `contacts`) and the listing itself: free;
-2. Hunter domain search on the lead's registered domain: one paid search per domain;
-3. the Hunter verifier on the best `hunter_verify_candidates` unverified candidates.
+1. the business's own website (stage `contacts`) and the listing itself: free, then checked
+   by the Hunter verifier (the best `hunter_verify_candidates` unverified ones);
+2. where no deliverable address is left, Hunter domain search on the lead's registered
+   domain (one paid search per domain), whose best candidates are verified in turn.
 
 Each email keeps its source, verification status and confidence; `best_email` is the best
 deliverable one (verified first, then the website's, then the most confident). Company facts
@@ -199,6 +200,9 @@ class Enricher:
             companies = side.submit(
                 copy_context().run, self._companies, by_domain, states, company_part
             )
+            # The free addresses are verified first: one that turns out invalid sends its
+            # domain on to Hunter in this same run, whose addresses are verified in turn.
+            self._verify(eligible, states, result)
             self._emails(by_domain, states, result)
             self._verify(eligible, states, result)
             companies.result()
@@ -437,7 +441,12 @@ class Enricher:
         enrichment.company = state.company
         if state.facts is not None:
             enrichment.company_facts = state.facts
-        enrichment.pending_reasons = state.reasons["emails"] + state.reasons["company"]
+        enrichment.pending_reasons = [
+            reason
+            for step in ("emails", "company")
+            if getattr(state, step) == "pending"
+            for reason in state.reasons[step]
+        ]
         steps = (state.emails, state.company)
         enrichment.status = (
             "pending" if "pending" in steps else "done" if "done" in steps else "skipped"

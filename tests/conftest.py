@@ -88,6 +88,9 @@ else:
             "LEADFLOW_HUNTER_VERIFY_POLL_INTERVAL": "0.1",
             "LEADFLOW_SANDBOX_COMPANY_REQUESTS_PER_MINUTE": "60000",
             "LEADFLOW_ENRICHMENT_WORKERS": "8",
+            # Budgets above the demo's needs, so a second run's Hunter bill shows the cache only.
+            "LEADFLOW_HUNTER_RUN_SEARCH_BUDGET": "5000",
+            "LEADFLOW_HUNTER_RUN_VERIFICATION_BUDGET": "5000",
             # A killed worker's run is marked Crashed 60 s after its last heartbeat (default 90).
             "LEADFLOW_ZOMBIE_AFTER_SECONDS": "60",
             "LEADFLOW_MONGO_PORT": str(_mongo_port),

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from connectors.mongo import LeadStore, count
-from leadflow.settings import get_settings
+from leadflow.settings import SANDBOX_HUNTER_KEY, get_settings
 from models.search import SearchSpec
 from tests.conftest import RunningServices
 
@@ -132,6 +133,40 @@ def test_demo_run_merges_every_seeded_duplicate_and_no_distinct_businesses(
     assert summary["scraped"] == summary["normalized"] + summary["quarantined"]
 
 
+def hunter_usage(services: RunningServices) -> dict[str, int]:
+    """Searches and verifications used, as the Hunter sandbox itself counts them."""
+    data = httpx.get(
+        f"{services.sandbox_url}/hunter/v2/account", params={"api_key": SANDBOX_HUNTER_KEY}
+    ).json()["data"]["requests"]
+    return {kind: data[kind]["used"] for kind in ("searches", "verifications")}
+
+
+def test_every_stored_lead_is_enriched_scored_and_validated(
+    pipeline_env: PipelineEnv, demo_run: tuple[Any, dict[str, Any]]
+) -> None:
+    _, run = demo_run
+    summary = run["summary"]
+    leads = pipeline_env.live_leads()
+    assert summary["score_model"]
+    for lead in leads:
+        score = lead["score"]
+        assert score is not None and 0 <= score["value"] <= 100, lead["name"]
+        assert score["reasons"] and score["model_version"] == summary["score_model"]
+        assert lead["enrichment"]["status"] in ("done", "pending", "skipped")
+    emails = [e for lead in leads for e in lead["emails"]]
+    assert any(e["source"] == "hunter" for e in emails), "Hunter found nothing"
+    assert any(e["status"] not in ("unverified",) for e in emails), "nothing was verified"
+    assert any(lead["enrichment"].get("company_facts") for lead in leads)
+    assert summary["enrich_searches_paid"] > 0 and summary["enrich_verifications_paid"] > 0
+    # Waterfall: no lead whose website showed an address got Hunter addresses too.
+    for lead in leads:
+        sources = {e["source"] for e in lead["emails"]}
+        assert not {"website", "hunter"} <= sources, lead["name"]
+    # Ranked by score in the top-leads artifact's order.
+    values = sorted((lead["score"]["value"] for lead in leads), reverse=True)
+    assert values[0] >= values[-1]
+
+
 def test_non_leads_and_broken_pages_are_quarantined_with_reasons(
     pipeline_env: PipelineEnv, demo_run: tuple[Any, dict[str, Any]]
 ) -> None:
@@ -178,14 +213,23 @@ def test_summary_and_top_leads_artifacts_are_on_the_flow_run(
 
 
 def test_second_run_is_idempotent_keeps_ids_and_updates_last_seen(
-    pipeline_env: PipelineEnv, demo_run: tuple[Any, dict[str, Any]]
+    services: RunningServices, pipeline_env: PipelineEnv, demo_run: tuple[Any, dict[str, Any]]
 ) -> None:
     before = {lead["lead_id"]: lead for lead in pipeline_env.live_leads()}
+    paid_before = hunter_usage(services)
     state, run = pipeline_env.run(SearchSpec(limit=5000))
     assert state.is_completed(), state.message
     after = {lead["lead_id"]: lead for lead in pipeline_env.live_leads()}
     assert set(after) == set(before)
     assert run is not None and run["summary"]["inserted"] == 0
+    # The same domains are not paid for twice: the sandbox's own /account did not move.
+    assert hunter_usage(services) == paid_before
+    assert run["summary"]["enrich_searches_paid"] == 0
+    assert run["summary"]["enrich_cache_hits"] > 0
+    # What the first run left pending (company lookups the provider was still gathering,
+    # answered 202) is finished by this one.
+    pending_before = [i for i, lead in before.items() if lead["enrichment"]["status"] == "pending"]
+    assert all(after[i]["enrichment"]["status"] == "done" for i in pending_before)
     for lead_id, lead in after.items():
         assert lead["first_seen"] == before[lead_id]["first_seen"]
         assert lead["last_seen"] > before[lead_id]["last_seen"]
