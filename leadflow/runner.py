@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import time
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -56,31 +59,21 @@ def _outcome(run_id: str, state: str, message: str | None, settings: Settings) -
 
 
 def wait_for_run(run_id: UUID, settings: Settings, console: Console | None = None) -> RunOutcome:
-    """Poll the flow run until it is final; Ctrl-C asks Prefect to cancel it, then waits."""
-    cancel_requested = False
+    """Poll the flow run until it is final; Ctrl-C asks Prefect to cancel it, then waits.
+
+    Ctrl-C only sets a flag, read between polls: a KeyboardInterrupt raised in the middle of
+    an HTTP request can leave the client's connection pool locked, and the cancel request
+    after it would then hang. A second Ctrl-C stops waiting.
+    """
+    interrupts = _Interrupts()
     status = console.status("waiting for a worker...") if console else None
     if status:
         status.start()
     try:
-        with client_for(settings) as client:
+        with interrupts.installed(), client_for(settings) as client:
+            cancel_requested = False
             while True:
-                try:
-                    flow_run = client.read_flow_run(run_id)
-                    state = flow_run.state
-                    state_name = state.type.value if state else "PENDING"
-                    if state_name in FINAL_STATES:
-                        return _outcome(
-                            str(run_id), state_name, state.message if state else None, settings
-                        )
-                    if status:
-                        stage = (shared_store(settings).get_run(str(run_id)) or {}).get("stage")
-                        status.update(
-                            f"{state_name.lower()}" + (f": {stage} done" if stage else "")
-                        )
-                    time.sleep(settings.run_poll_interval)
-                except KeyboardInterrupt:
-                    if cancel_requested:
-                        raise
+                if interrupts.count and not cancel_requested:
                     cancel_requested = True
                     if status:
                         status.update("cancelling (Ctrl-C again to stop waiting)...")
@@ -89,9 +82,50 @@ def wait_for_run(run_id: UUID, settings: Settings, console: Console | None = Non
                         Cancelling(message="cancelled from `leadflow run` (Ctrl-C)"),
                         force=True,
                     )
+                if interrupts.count > 1:
+                    raise KeyboardInterrupt
+                flow_run = client.read_flow_run(run_id)
+                state = flow_run.state
+                state_name = state.type.value if state else "PENDING"
+                if state_name in FINAL_STATES:
+                    return _outcome(
+                        str(run_id), state_name, state.message if state else None, settings
+                    )
+                if status and not cancel_requested:
+                    stage = (shared_store(settings).get_run(str(run_id)) or {}).get("stage")
+                    status.update(f"{state_name.lower()}" + (f": {stage} done" if stage else ""))
+                interrupts.wait(settings.run_poll_interval)
     finally:
         if status:
             status.stop()
+
+
+class _Interrupts:
+    """Counts Ctrl-C presses (SIGINT) while installed, instead of raising KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._event = threading.Event()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.count += 1
+        self._event.set()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, cut short by a Ctrl-C."""
+        self._event.wait(seconds)
+        self._event.clear()
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers live in the main thread only
+            return
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def run_deployed(

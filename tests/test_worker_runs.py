@@ -136,7 +136,15 @@ def test_ctrl_c_on_leadflow_run_cancels_the_run(services: RunningServices) -> No
         )
         wait_for(flow_run_id, {"RUNNING"}, timeout=90)
         cli.send_signal(signal.SIGINT)
-        output, _ = cli.communicate(timeout=120)
+        try:
+            output, _ = cli.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            cli.kill()
+            output, _ = cli.communicate()
+            raise AssertionError(
+                f"leadflow run still waiting 120 s after Ctrl-C; the run is "
+                f"{read_state(flow_run_id)}; its output:\n{started}{output}"
+            ) from None
     finally:
         httpx.post(control, json={"latency_ms": 0})
     assert cli.returncode == 130, started + output
