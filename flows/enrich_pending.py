@@ -41,11 +41,12 @@ def enrich_pending(limit: int = 1000) -> dict[str, Any]:
     leads = pending_leads(limit)
     if not leads:
         get_run_logger().info("no leads pending enrichment")
-        return {"pending": 0}
+        return {"picked_up": 0}
     enriched = enrich_task.with_options(**retrying)(leads, run_id)
     # New emails and company facts change the score.
     stored = store_enriched(score_task.with_options(**retrying)(enriched.leads, run_id))
-    summary = {"pending": len(leads), "stored": stored, **enriched.counts}
+    # `pending` (from the enrich counts) is what is still pending afterwards.
+    summary = {"picked_up": len(leads), "stored": stored, **enriched.counts}
     rows = "\n".join(f"| {k.replace('_', ' ')} | {v} |" for k, v in summary.items())
     create_markdown_artifact(
         key="enrich-pending-summary",

@@ -264,3 +264,58 @@ def test_no_provider_configured_skips_and_says_so(world: Directory, store: LeadS
     assert any("Hunter not configured" in n for n in result.notes)
     assert any("no company-data provider" in n for n in result.notes)
     assert all(lead.enrichment and lead.enrichment.status == "skipped" for lead in result.leads)
+
+
+@pytest.fixture
+def own_db(services: RunningServices) -> Iterator[LeadStore]:
+    """The flows' store (get_settings) pointed at this test's own database."""
+    import os
+
+    from leadflow.settings import get_settings
+
+    saved = os.environ.get("LEADFLOW_MONGODB_DB")
+    os.environ["LEADFLOW_MONGODB_DB"] = f"enrich_pending_{os.getpid()}"
+    get_settings.cache_clear()
+    store = LeadStore.from_settings(get_settings())
+    store.create_indexes()
+    yield store
+    store.client.drop_database(store.db.name)
+    store.close()
+    if saved is None:
+        os.environ.pop("LEADFLOW_MONGODB_DB", None)
+    else:
+        os.environ["LEADFLOW_MONGODB_DB"] = saved
+    get_settings.cache_clear()
+
+
+def test_enrich_pending_flow_finishes_what_an_outage_left(own_db: LeadStore) -> None:
+    from flows.enrich_pending import enrich_pending
+    from leadflow.settings import get_settings
+    from models.lead import Enrichment
+
+    settings = get_settings()
+    world = generate(seed=settings.sandbox_seed, n_businesses=settings.sandbox_businesses)
+    leads = leads_of(world, 6)
+    for lead in leads:
+        lead.enrichment = Enrichment(status="pending", pending_reasons=["Hunter unavailable"])
+    own_db.upsert_leads(leads)
+    done_already = leads_of(world, 8)[7]
+    done_already.enrichment = Enrichment(status="done", emails="done")
+    own_db.upsert_leads([done_already])
+
+    state = enrich_pending(limit=100, return_state=True)
+
+    assert state.is_completed(), state.message
+    assert state.result()["picked_up"] == 6  # the finished lead was not picked up
+    stored = {lead.lead_id: lead for lead in own_db.leads_by_ids(lead.lead_id for lead in leads)}
+    for lead in leads:
+        again = stored[lead.lead_id]
+        assert again.enrichment is not None and again.enrichment.emails == "done", again.name
+        # Done, unless the company provider is still gathering that company (it answers 202
+        # for a share of first asks): then that, and only that, is why it is pending.
+        if again.enrichment.status != "done":
+            assert again.enrichment.company == "pending"
+            assert again.enrichment.pending_reasons == [
+                "company data still being gathered by the provider"
+            ]
+        assert again.score is not None  # re-scored with what was found
