@@ -177,9 +177,11 @@ class Enricher:
         self.settings = settings or get_settings()
         self.ttl = timedelta(days=self.settings.enrichment_cache_days)
         self.suppressed = Suppressions()
+        self._verify_step: _Step | None = None
 
     def run(self, leads: list[Lead]) -> EnrichResult:
         result = EnrichResult(leads=leads)
+        self._verify_step = None
         self.suppressed = self.store.suppressions()
         states = {id(lead): _LeadState() for lead in leads}
         self._drop_suppressed(leads, result)
@@ -283,9 +285,12 @@ class Enricher:
             return
         cached = self.store.cache_get(VERIFICATION, wanted)
         result.cache_hits += len(cached)
-        step = self._hunter_budget(
-            "verifications", self.settings.hunter_run_verification_budget, result
-        )
+        # One budget for the run's verifier passes (free addresses, then Hunter's).
+        if self._verify_step is None:
+            self._verify_step = self._hunter_budget(
+                "verifications", self.settings.hunter_run_verification_budget, result
+            )
+        step = self._verify_step
         fresh = self._paid_calls(
             [e for e in wanted if e not in cached], step, self._verify_email, result
         )

@@ -319,3 +319,21 @@ def test_enrich_pending_flow_finishes_what_an_outage_left(own_db: LeadStore) -> 
                 "company data still being gathered by the provider"
             ]
         assert again.score is not None  # re-scored with what was found
+
+
+def test_run_budgets_cap_paid_calls_and_leave_the_rest_pending(
+    world: Directory, providers: tuple[str, HunterSandbox, CompanySandbox], store: LeadStore
+) -> None:
+    url, _, _ = providers
+    settings = settings_for(url, hunter_run_search_budget=2, hunter_run_verification_budget=3)
+    result = enrich_leads(leads_of(world), store=store, settings=settings)
+    searches, verifications = paid(url)
+    assert searches <= 2 and verifications <= 3  # the sandbox's own count, over both passes
+    pending = [
+        lead for lead in result.leads if lead.enrichment and lead.enrichment.emails == "pending"
+    ]
+    assert pending
+    assert all(
+        any("budget" in reason for reason in lead.enrichment.pending_reasons)  # type: ignore[union-attr]
+        for lead in pending
+    )
