@@ -180,7 +180,7 @@ def leaf_pages(sandbox: Sandbox, bbox: dict[str, float], max_depth: int) -> list
             cell = todo.pop()
             total = int(http.get(spider.search_url(cell, 0)).headers["X-Total-In-Viewport"])
             if total > RESULT_CAP and cell.depth < max_depth:
-                todo.extend(cell.quadrants())
+                todo.extend(cell.split(total, max_depth))
             elif total:
                 leaves.append(spider.page_url(cell))
     return leaves

@@ -152,6 +152,13 @@ class Settings(BaseSettings):
         True, description="Solve CAPTCHAs with 2captcha (balance checked before a scrape)."
     )
 
+    google_maps_probe_concurrency: int = Field(
+        8,
+        ge=1,
+        description="Grid probes (cell-size searches) in flight at once, in their own download "
+        "slot without AutoThrottle's spacing.",
+    )
+
     # --- CAPTCHA (2captcha) --------------------------------------------------------------
     captcha_url: str | None = Field(
         None,

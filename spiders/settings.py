@@ -30,6 +30,13 @@ AUTOTHROTTLE_START_DELAY = _s.autothrottle_start_delay
 AUTOTHROTTLE_MAX_DELAY = _s.autothrottle_max_delay
 AUTOTHROTTLE_TARGET_CONCURRENCY = _s.autothrottle_target_concurrency
 
+# Google Maps grid probes (one tiny search per cell, asking only the cell's size) get their own
+# download slot: each split level waits on the one before, so AutoThrottle's spacing would
+# add up level after level while the browser's feed pages wait for their cells. The slot's
+# concurrency is the politeness cap (`LEADFLOW_GOOGLE_MAPS_PROBE_CONCURRENCY`).
+PROBE_SLOT = "google-maps-probes"
+DOWNLOAD_SLOTS = {PROBE_SLOT: {"concurrency": _s.google_maps_probe_concurrency, "delay": 0}}
+
 RETRY_ENABLED = True
 RETRY_TIMES = _s.crawl_retry_times
 RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]

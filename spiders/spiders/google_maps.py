@@ -59,8 +59,11 @@ from leadflow.settings import get_settings
 from spiders.browser import browser_proxies, playwright_proxy
 from spiders.google_maps.parse import NotGoogleMapsPayload, parse_payload
 from spiders.search import SearchSpider
+from spiders.settings import PROBE_SLOT
 
 SOURCE = "google_maps"
+# Grid probes go to their own download slot (see spiders/settings.py), free of AutoThrottle.
+PROBE_META = {"download_slot": PROBE_SLOT, "autothrottle_dont_adjust_delay": True}
 PAGE_SIZE = 20  # places per payload page (`num`), as the Maps app asks for
 MAX_RESULTS = 120  # what one Google Maps search shows at most, however many places match
 # A feed sent to the challenge page more often than this is given up (a site that challenges
@@ -161,6 +164,19 @@ class Cell:
     @property
     def vp(self) -> str:
         return ",".join(f"{v:.6f}" for v in (self.south, self.west, self.north, self.east))
+
+    def split(self, total: int, max_depth: int) -> list[Cell]:
+        """The cells to probe for a cell holding `total` places: as many quadrant levels at
+        once as it takes for 120-place lists to cover `total` if spread evenly (at least one,
+        never past `max_depth`). Each level skipped saves a round trip of probes; a cell that
+        still holds too many is split again."""
+        levels = 1
+        while 4**levels * MAX_RESULTS < total and self.depth + levels < max_depth:
+            levels += 1
+        cells = [self]
+        for _ in range(levels):
+            cells = [child for cell in cells for child in cell.quadrants()]
+        return cells
 
     def quadrants(self) -> list[Cell]:
         mid_lat, mid_lng = (self.south + self.north) / 2, (self.west + self.east) / 2
@@ -464,7 +480,7 @@ class GoogleMapsSpider(SearchSpider):
             callback=self.parse_search,
             errback=self.request_failed,
             cb_kwargs={"cell": cell, "offset": offset, "probe": probe},
-            meta={"promise": promise},
+            meta={"promise": promise, **(PROBE_META if probe else {})},
             # Probes first: they open up the grid; then pages in the order they were queued.
             priority=10 if probe else 0,
         )
@@ -551,7 +567,8 @@ class GoogleMapsSpider(SearchSpider):
             wants_more = self.limit == 0 or self.limit - self.emitted > MAX_RESULTS - len(places)
             if area is not None and area.depth < self.max_depth and wants_more:
                 self._inc("leadflow/grid/splits")
-                self.frontier.extend(("probe", q, 0) for q in reversed(area.quadrants()))
+                children = area.split(total, self.max_depth)
+                self.frontier.extend(("probe", q, 0) for q in reversed(children))
                 return
             if area is not None and area.depth >= self.max_depth:
                 self._inc("leadflow/grid/truncated_cells")
