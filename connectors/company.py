@@ -14,16 +14,15 @@ Basic user name, as Clearbit documents, never into a URL or a log line.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import httpx
 
+from connectors.common import Limiter, int_or_none
 from leadflow.settings import Settings, get_settings
 from models.lead import CompanyFacts
 
-Limiter = Callable[[], None]
 LookupStatus = Literal["found", "unknown", "pending"]
 
 
@@ -123,10 +122,10 @@ def facts_from_clearbit(body: dict[str, Any], provider: str) -> CompanyFacts:
         domain=body.get("domain"),
         industry=category.get("industry"),
         sector=category.get("sector"),
-        employees=_int_or_none(metrics.get("employees")),
+        employees=int_or_none(metrics.get("employees")),
         employees_range=metrics.get("employeesRange"),
         estimated_revenue=metrics.get("estimatedAnnualRevenue"),
-        founded_year=_int_or_none(body.get("foundedYear")),
+        founded_year=int_or_none(body.get("foundedYear")),
         linkedin=linkedin.get("handle"),
         twitter=twitter.get("handle"),
     )
@@ -161,10 +160,3 @@ def _error_message(response: httpx.Response) -> str:
         return str(error.get("message") or error.get("type") or response.text[:200])
     except ValueError:
         return response.text[:200]
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None

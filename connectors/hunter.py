@@ -33,11 +33,10 @@ import requests
 from pyhunter import PyHunter
 from pyhunter.exceptions import HunterApiError, HunterTransportError
 
+from connectors.common import Limiter, int_or_none
 from leadflow.settings import Settings, get_settings
 
 log = logging.getLogger("leadflow.hunter")
-
-Limiter = Callable[[], None]
 
 
 class HunterError(Exception):
@@ -212,7 +211,7 @@ class HunterClient:
             HunterEmail(
                 value=str(e["value"]).lower(),
                 type=e.get("type"),
-                confidence=_int_or_none(e.get("confidence")),
+                confidence=int_or_none(e.get("confidence")),
                 first_name=e.get("first_name"),
                 last_name=e.get("last_name"),
                 position=e.get("position"),
@@ -238,7 +237,7 @@ class HunterClient:
         return HunterEmail(
             value=str(email).lower(),
             type="personal",
-            confidence=_int_or_none(score),
+            confidence=int_or_none(score),
             first_name=first_name,
             last_name=last_name,
         )
@@ -253,7 +252,7 @@ class HunterClient:
                 return Verification(
                     email=email,
                     status=str(data.get("status") or "unknown"),
-                    score=_int_or_none(data.get("score")),
+                    score=int_or_none(data.get("score")),
                 )
             if time.monotonic() + self.verify_poll_interval > deadline:
                 raise HunterUnavailable(
@@ -308,10 +307,3 @@ def _typed_error(status: int | None, error_id: str | None, message: str) -> Hunt
     else:
         kind = HunterBadRequest
     return kind(message, status=status, error_id=error_id)
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None

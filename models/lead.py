@@ -55,6 +55,10 @@ class GeoPoint(_Model):
         return value
 
 
+# What an email address looks like, for every stage that reads or checks one (unanchored: anchor
+# it to validate a whole value, leave it bare to find addresses in text).
+EMAIL_PATTERN = r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+
 EmailStatus = Literal[
     "unverified", "valid", "invalid", "accept_all", "webmail", "disposable", "unknown"
 ]

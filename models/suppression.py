@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from models.lead import EMAIL_PATTERN
+
 SuppressionKind = Literal["email", "domain", "lead_id"]
 FORGOTTEN = "[forgotten]"
-_EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_EMAIL = re.compile(EMAIL_PATTERN)
 
 
 def normalise_value(kind: SuppressionKind, value: str) -> str:

@@ -32,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 
 from connectors.mongo import shared_store
 from leadflow.settings import get_settings
-from models.lead import WEEKDAYS, Lead, Quarantined, utcnow
+from models.lead import EMAIL_PATTERN, WEEKDAYS, Lead, Quarantined, utcnow
 from models.taxonomy import category_slug
 from tasks.batching import paused_gc
 from tasks.scrape import CrawlResult, FeedSlice
@@ -124,7 +124,7 @@ DETAIL_FIELDS = (
 # Below this a feed is normalised in-process: forking costs more than it saves.
 _PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 _SLICES_PER_WORKER = 8
-_EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+_EMAIL_RE = re.compile(rf"^{EMAIL_PATTERN}$")
 
 
 @dataclass

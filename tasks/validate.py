@@ -46,7 +46,7 @@ from prefect.cache_policies import NO_CACHE
 
 from connectors.mongo import shared_store
 from leadflow.settings import get_settings
-from models.lead import Lead, Quarantined
+from models.lead import EMAIL_PATTERN, Lead, Quarantined
 from models.taxonomy import CATEGORY_SLUGS
 
 if TYPE_CHECKING:
@@ -57,11 +57,10 @@ if TYPE_CHECKING:
 STAGE = "validate"
 
 E164_PATTERN = r"^\+[1-9]\d{6,14}$"
-# The same address shape normalise accepts (tasks.normalize._EMAIL_RE).
-_EMAIL = r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
-EMAIL_PATTERN = rf"^{_EMAIL}$"
+# The address shape normalise accepts (models.lead.EMAIL_PATTERN), for one value and a list.
+BEST_EMAIL_PATTERN = rf"^{EMAIL_PATTERN}$"
 EMAIL_SEPARATOR = "; "
-EMAIL_LIST_PATTERN = rf"^{_EMAIL}(?:{EMAIL_SEPARATOR}{_EMAIL})*$"
+EMAIL_LIST_PATTERN = rf"^{EMAIL_PATTERN}(?:{EMAIL_SEPARATOR}{EMAIL_PATTERN})*$"
 _NUMBER_PATTERN = r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$"
 
 TEXT_COLUMNS = ("lead_id", "name", "phone", "best_email", "category", "source", "source_id")
@@ -199,7 +198,7 @@ LEAD_SUITE: tuple[Check, ...] = (
         key="best_email_format",
         label="best_email",
         expectation="ExpectColumnValuesToMatchRegex",
-        kwargs={"column": "best_email", "regex": EMAIL_PATTERN},
+        kwargs={"column": "best_email", "regex": BEST_EMAIL_PATTERN},
         columns=("best_email",),
         description="best_email is a well-formed email where present",
         failure="best_email {value} is not a well-formed email",

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,6 +111,26 @@ def _clear_settings_cache() -> None:
 
 if _TWIN is None:
     _clear_settings_cache()
+
+
+@contextmanager
+def leadflow_env(**values: str) -> Iterator[Settings]:
+    """Set environment variables (LEADFLOW_*, inherited by crawl subprocesses) for a block;
+    yields the settings they give, and puts everything back afterwards."""
+    from leadflow.settings import get_settings
+
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    _clear_settings_cache()
+    try:
+        yield get_settings()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _clear_settings_cache()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -22,7 +22,7 @@ from sandbox.company import CompanySandbox, CompanySandboxConfig, company_app
 from sandbox.directory.generate import Directory, generate
 from sandbox.hunter import HunterSandbox, HunterSandboxConfig, hunter_app
 from tasks.enrich import enrich_leads
-from tests.conftest import RunningServices
+from tests.conftest import RunningServices, leadflow_env
 from tests.servers import serve_in_thread
 
 SEED = 42
@@ -271,21 +271,12 @@ def own_db(services: RunningServices) -> Iterator[LeadStore]:
     """The flows' store (get_settings) pointed at this test's own database."""
     import os
 
-    from leadflow.settings import get_settings
-
-    saved = os.environ.get("LEADFLOW_MONGODB_DB")
-    os.environ["LEADFLOW_MONGODB_DB"] = f"enrich_pending_{os.getpid()}"
-    get_settings.cache_clear()
-    store = LeadStore.from_settings(get_settings())
-    store.create_indexes()
-    yield store
-    store.client.drop_database(store.db.name)
-    store.close()
-    if saved is None:
-        os.environ.pop("LEADFLOW_MONGODB_DB", None)
-    else:
-        os.environ["LEADFLOW_MONGODB_DB"] = saved
-    get_settings.cache_clear()
+    with leadflow_env(LEADFLOW_MONGODB_DB=f"enrich_pending_{os.getpid()}") as settings:
+        store = LeadStore.from_settings(settings)
+        store.create_indexes()
+        yield store
+        store.client.drop_database(store.db.name)
+        store.close()
 
 
 def test_enrich_pending_flow_finishes_what_an_outage_left(own_db: LeadStore) -> None:

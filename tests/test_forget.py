@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from connectors.mongo import LeadStore
 from leadflow.cli import app
-from leadflow.settings import Settings, get_settings
+from leadflow.settings import Settings
 from models.search import SearchSpec
 from models.suppression import suppression_hash
-from tests.conftest import RunningServices
+from tests.conftest import RunningServices, leadflow_env
 
 SPEC = SearchSpec(sources=["directory"], limit=40)
 
@@ -26,23 +26,13 @@ SPEC = SearchSpec(sources=["directory"], limit=40)
 @pytest.fixture
 def own_home_and_db(services: RunningServices, tmp_path: Path) -> Iterator[Settings]:
     """This test's own database and LEADFLOW_HOME (run files), on the session's services."""
-    overrides = {
-        "LEADFLOW_MONGODB_DB": f"forget_{os.getpid()}",
-        "LEADFLOW_HOME": str(tmp_path / "home"),
-        "LEADFLOW_TASK_RETRIES": "0",
-    }
-    saved = {key: os.environ.get(key) for key in overrides}
-    os.environ.update(overrides)
-    get_settings.cache_clear()
-    settings = get_settings()
-    yield settings
-    LeadStore.from_settings(settings).client.drop_database(settings.mongodb_db)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    get_settings.cache_clear()
+    with leadflow_env(
+        LEADFLOW_MONGODB_DB=f"forget_{os.getpid()}",
+        LEADFLOW_HOME=str(tmp_path / "home"),
+        LEADFLOW_TASK_RETRIES="0",
+    ) as settings:
+        yield settings
+        LeadStore.from_settings(settings).client.drop_database(settings.mongodb_db)
 
 
 def places_holding(value: str, store: LeadStore, home: Path) -> list[str]:

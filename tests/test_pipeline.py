@@ -19,7 +19,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from connectors.mongo import LeadStore, count
 from leadflow.settings import SANDBOX_HUNTER_KEY, get_settings
 from models.search import SearchSpec
-from tests.conftest import RunningServices
+from tests.conftest import RunningServices, leadflow_env
 
 
 @dataclass
@@ -41,27 +41,17 @@ class PipelineEnv:
 @pytest.fixture(scope="module")
 def pipeline_env(services: RunningServices) -> Iterator[PipelineEnv]:
     """Runs in their own database; task retries without delay so failures are quick."""
-    overrides = {
-        "LEADFLOW_MONGODB_DB": f"pipeline_{os.getpid()}",
-        "LEADFLOW_TASK_RETRIES": "1",
-        "LEADFLOW_TASK_RETRY_DELAY": "0",
-    }
-    saved = {key: os.environ.get(key) for key in overrides}
-    os.environ.update(overrides)
-    get_settings.cache_clear()
-    settings = get_settings()
-    store = LeadStore.from_settings(settings)
-    truth_path = settings.home_dir / "sandbox" / "ground_truth.json"
-    truth = json.loads(truth_path.read_text(encoding="utf-8"))
-    yield PipelineEnv(store=store, truth=truth)
-    store.client.drop_database(settings.mongodb_db)
-    store.close()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    get_settings.cache_clear()
+    with leadflow_env(
+        LEADFLOW_MONGODB_DB=f"pipeline_{os.getpid()}",
+        LEADFLOW_TASK_RETRIES="1",
+        LEADFLOW_TASK_RETRY_DELAY="0",
+    ) as settings:
+        store = LeadStore.from_settings(settings)
+        truth_path = settings.home_dir / "sandbox" / "ground_truth.json"
+        truth = json.loads(truth_path.read_text(encoding="utf-8"))
+        yield PipelineEnv(store=store, truth=truth)
+        store.client.drop_database(settings.mongodb_db)
+        store.close()
 
 
 @pytest.fixture
