@@ -18,21 +18,24 @@ $(STAMP): pyproject.toml
 install: $(STAMP) system-deps
 
 # Debian's Chromium for the JavaScript (scrapy-playwright) crawls: Playwright cannot download
-# its own browser on machines without internet access.
+# its own browser on machines without internet access. Debian's redis-server backs the API's
+# shared rate-limit counters in the tests (and in production when LEADFLOW_RATE_LIMIT_STORAGE
+# points at it).
+REDIS_SERVER ?= /usr/bin/redis-server
 system-deps:
-	@if [ ! -x $(CHROMIUM) ]; then \
+	@missing=""; \
+	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
+	[ -x $(REDIS_SERVER) ] || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
 		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-			echo "installing chromium (apt-get)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+			echo "installing$$missing (apt-get)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		else \
-			echo "Chromium is missing: install Debian's 'chromium' package (sudo apt-get install chromium)" \
-			     "or set LEADFLOW_CHROMIUM_PATH and CHROMIUM=/path/to/chromium"; exit 1; \
+			echo "Missing Debian packages:$$missing (sudo apt-get install$$missing);" \
+			     "or set CHROMIUM=/path/to/chromium (and LEADFLOW_CHROMIUM_PATH), REDIS_SERVER=/path/to/redis-server"; exit 1; \
 		fi; \
 	fi
 
-# The sandbox's Google Maps stand-in puts a CAPTCHA in front of one request in ten, solved
-# through the 2captcha sandbox. Two runs: the whole demo directory, then one search over both
-# sources (Google Maps and the directory), whose cross-source duplicates merge.
 demo: install
 	LEADFLOW_SANDBOX_CAPTCHA_SHARE=$${LEADFLOW_SANDBOX_CAPTCHA_SHARE:-0.1} $(BIN)/leadflow up
 	$(BIN)/leadflow run --limit 1000

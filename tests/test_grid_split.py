@@ -24,3 +24,23 @@ def test_split_never_passes_the_depth_limit() -> None:
     deep = Cell(30.0, -98.0, 30.4, -97.6, depth=7)
     assert {c.depth for c in deep.split(100_000, max_depth=8)} == {8}
     assert len(ROOT.split(100_000, max_depth=2)) == 16
+
+
+def test_leaf_feeds_wait_for_a_browser_tab_biggest_list_first() -> None:
+    from scrapy.http import Response
+
+    from spiders.spiders.google_maps import GoogleMapsSpider
+
+    spider = GoogleMapsSpider()
+    spider.browser_tabs = 2
+    for cell, size in zip(ROOT.quadrants(), (30, 120, 5, 80), strict=True):
+        spider.frontier.append(("feed", cell, size))
+
+    first = spider._pump()
+    assert [r.meta["promise"] for r in first] == [120, 80]  # two tabs: the two longest lists
+    assert spider.promised == 235  # queued feeds still count against a limit
+
+    spider._settle(Response(first[0].url, request=first[0]))
+    assert [r.meta["promise"] for r in spider._pump()] == [30]
+    assert spider._pump() == []  # both tabs busy again
+    assert [-size for size, _, _ in spider.ready_feeds] == [5]

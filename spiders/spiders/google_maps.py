@@ -32,6 +32,7 @@ Solve figures go to the stats as `leadflow/captcha/*`.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -342,9 +343,16 @@ class GoogleMapsSpider(SearchSpider):
         # Work not yet requested, taken last-in-first-out: a split cell's quadrants are
         # searched before its siblings, so the first leaf (and its places) comes soon.
         self.frontier: list[tuple[str, Cell | None, int]] = []
+        # Leaf cells waiting for a browser tab, biggest list first (a heap of (-size, order,
+        # cell)): the longest scrolls start first, so the crawl does not end on one long feed
+        # while the other tabs idle. Tabs = contexts x pages per context.
+        self.ready_feeds: list[tuple[int, int, Cell | None]] = []
+        self.browser_tabs = 1
+        self.feeds_in_flight = 0
         self.captcha: CaptchaClient | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._context_no = 0
+        self._feed_order = 0
+        self._feed_no = 0
         self._fatal_reason: str | None = None
 
     @classmethod
@@ -357,6 +365,9 @@ class GoogleMapsSpider(SearchSpider):
         spider.scroll_timeout = s.getfloat("LEADFLOW_GOOGLE_MAPS_SCROLL_TIMEOUT", 20.0)
         spider.captcha_enabled = s.getbool("LEADFLOW_CAPTCHA_ENABLED", True)
         spider.contexts = max(1, s.getint("PLAYWRIGHT_MAX_CONTEXTS", 1))
+        spider.browser_tabs = spider.contexts * max(
+            1, s.getint("PLAYWRIGHT_MAX_PAGES_PER_CONTEXT", 1)
+        )
         spider.proxies = browser_proxies(s.getlist("LEADFLOW_PROXIES"))
         crawler.signals.connect(spider._closed, signal=signals.spider_closed)
         return spider
@@ -416,6 +427,9 @@ class GoogleMapsSpider(SearchSpider):
             meta={
                 "playwright": True,
                 "playwright_context": f"maps-{index}",
+                # It fetches robots.txt itself: waiting for the robots.txt middleware's own
+                # fetch first would delay Chromium's start by a whole round trip.
+                "dont_obey_robotstxt": True,
                 **self._context_kwargs(index),
             },
             dont_filter=True,
@@ -463,11 +477,16 @@ class GoogleMapsSpider(SearchSpider):
             kind, cell, arg = self.frontier.pop()
             if kind == "feed":
                 promise = min(arg or MAX_RESULTS, MAX_RESULTS)
-                out.append(self._feed_request(cell, promise))
+                self._feed_order += 1
+                heapq.heappush(self.ready_feeds, (-promise, self._feed_order, cell))
             else:
                 promise = PAGE_SIZE
                 out.append(self._search_request(cell, arg, kind == "probe", promise))
             self.promised += promise
+        while self.ready_feeds and self.feeds_in_flight < self.browser_tabs and self._room():
+            size, _, cell = heapq.heappop(self.ready_feeds)
+            self.feeds_in_flight += 1
+            out.append(self._feed_request(cell, -size))
         return out
 
     def _search_request(
@@ -488,14 +507,15 @@ class GoogleMapsSpider(SearchSpider):
     def _feed_request(self, cell: Cell | None, want: int) -> scrapy.Request:
         # Round robin over the contexts; each context has its own proxy when several are
         # configured (the launch-level proxy otherwise) and its own cookies.
-        self._context_no += 1
-        index = self._context_no % self.contexts
+        self._feed_no += 1
+        index = self._feed_no % self.contexts
         meta: dict[str, Any] = {
             "playwright": True,
             "playwright_include_page": True,
             "playwright_context": f"maps-{index}",
             "playwright_page_goto_kwargs": {"wait_until": "domcontentloaded"},
             "promise": want,
+            "feed": True,
             **self._context_kwargs(index),
         }
         return scrapy.Request(
@@ -518,6 +538,8 @@ class GoogleMapsSpider(SearchSpider):
         request = response_or_failure.request
         if request is not None:
             self.promised = max(0, self.promised - int(request.meta.pop("promise", 0)))
+            if request.meta.pop("feed", False):
+                self.feeds_in_flight -= 1
 
     # --- places -------------------------------------------------------------------------
 
