@@ -30,7 +30,7 @@ import psutil
 from leadflow.settings import PROJECT_DIR, Settings
 
 # Start order; `down` stops in reverse.
-SERVICE_NAMES: tuple[str, ...] = ("mongo", "prefect", "sandbox", "worker")
+SERVICE_NAMES: tuple[str, ...] = ("mongo", "prefect", "sandbox", "worker", "api")
 
 # Default worker poll interval (s) when PREFECT_WORKER_QUERY_SECONDS is not set in the
 # environment; Prefect's own default (10 s) makes `leadflow run` feel sluggish locally.
@@ -541,6 +541,24 @@ def _ensure_worker(settings: Settings, echo: Echo) -> None:
     echo(f"worker   started   pool {settings.work_pool}")
 
 
+def _ensure_api(settings: Settings, echo: Echo) -> None:
+    health = f"{settings.api_url}/health"
+    if (pid := read_pid(settings, "api")) is not None:
+        _wait_until(
+            settings,
+            "api",
+            psutil.Process(pid),
+            lambda: http_ok(health),
+            settings.service_start_timeout,
+        )
+        return
+    _check_port(settings, "api", settings.api_port, "LEADFLOW_API_PORT")
+    cmd = [sys.executable, "-m", "api", "--host", settings.host, "--port", str(settings.api_port)]
+    proc = _spawn(settings, "api", cmd, child_env(settings, prefect_env(settings)), PROJECT_DIR)
+    _wait_until(settings, "api", proc, lambda: http_ok(health), settings.service_start_timeout)
+    echo(f"api      started   {settings.api_url} (docs {settings.api_url}/docs)")
+
+
 # --------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------
@@ -558,6 +576,7 @@ def up(settings: Settings, *, echo: Echo | None = None) -> None:
     _ensure_sandbox(settings, say)
     prefect_setup.setup(settings, echo=say)
     _ensure_worker(settings, say)
+    _ensure_api(settings, say)
 
 
 def stop(settings: Settings, name: str) -> bool:
@@ -613,4 +632,8 @@ def status(settings: Settings) -> list[ServiceStatus]:
     # The process alone is the cheap answer; ONLINE in the pool is the real one.
     worker_up = pid is not None and prefect_up and worker_online(settings)
     result.append(ServiceStatus("worker", worker_up, f"pool {settings.work_pool}", pid))
+
+    pid = read_pid(settings, "api")
+    api_up = pid is not None and http_ok(f"{settings.api_url}/health")
+    result.append(ServiceStatus("api", api_up, settings.api_url, pid))
     return result

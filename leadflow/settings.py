@@ -259,6 +259,38 @@ class Settings(BaseSettings):
         "before the whole batch fails.",
     )
 
+    # --- the API service ---------------------------------------------------------------
+    api_port: int = Field(8000, description="Port of the trigger and review API (uvicorn).")
+    api_instance: str = Field(
+        "api",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="This API instance's name: its log files are app-<name>.log, error-<name>.log.",
+    )
+    api_deployment: str = Field(
+        "lead_pipeline/lead-pipeline", description="Deployment that `POST /runs` starts."
+    )
+    api_work_queue: str | None = Field(
+        None,
+        description="Work queue (of the deployment's pool) for runs the API starts; unset = the "
+        "deployment's own. A paused queue takes runs without starting them (load tests).",
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where rate-limit counters live: memory:// (per instance) or "
+        "redis://host:port/db (shared by every instance).",
+    )
+    rate_limit_per_ip: str = Field("100/minute", description="Requests per client IP.")
+    rate_limit_per_key: str = Field("1000/hour", description="Requests per API key.")
+    rate_limit_runs: str = Field("10/minute", description="`POST /runs` per API key.")
+    rate_limit_export: str = Field("10/minute", description="`GET /export` per API key.")
+    api_page_size_max: int = Field(200, ge=1, description="Largest `limit` of a list request.")
+    api_export_max_rows: int = Field(
+        100_000, ge=1, description="Rows one `GET /export` streams at most."
+    )
+    api_ready_timeout: float = Field(
+        2.0, gt=0, description="Seconds each `GET /health/ready` check may take."
+    )
+
     # --- sandbox maps --------------------------------------------------------------------
     sandbox_maps_latency_ms: int = Field(
         300, ge=0, description="Delay (ms) of every response of the sandbox maps site (maps.test)."
@@ -303,6 +335,10 @@ class Settings(BaseSettings):
     @property
     def prefect_ui(self) -> str:
         return self.prefect_api.removesuffix("/api")
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
 
     @property
     def sandbox_url(self) -> str:
@@ -410,6 +446,32 @@ class Settings(BaseSettings):
     )
     sandbox_company_fault_share: float = Field(
         0.0, ge=0, le=1, description="Share (0-1) of sandbox company lookups answered 503 (seeded)."
+    )
+
+    # --- API and logging -------------------------------------------------------------------
+    log_stdout: bool = Field(
+        False, description="JSON log lines to stdout instead of <home>/logs files (containers)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Lowest level written to the app log (the error log takes ERROR+)."
+    )
+    log_rotate_when: Literal[
+        "S", "M", "H", "D", "midnight", "W0", "W1", "W2", "W3", "W4", "W5", "W6"
+    ] = Field(
+        "midnight",
+        description="Log rotation unit (logging.handlers.TimedRotatingFileHandler `when`, UTC).",
+    )
+    log_rotate_interval: int = Field(
+        1, ge=1, description="Rotate the log files every this many `log_rotate_when` units."
+    )
+    log_backup_count: int = Field(
+        30, ge=0, description="Rotated log files kept per file (30 daily files = 30 days)."
+    )
+    api_key_last_used_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="An API key's `last_used` is written at most this often per key and process "
+        "(in the background, never on the request's path).",
     )
 
 

@@ -56,7 +56,7 @@ if _TWIN is not None:
 else:
     TEST_ROOT = Path(tempfile.mkdtemp(prefix="leadflow-tests-"))
     TEST_HOME = TEST_ROOT / "home"
-    _mongo_port, _prefect_port, _sandbox_port = free_ports(3)
+    _mongo_port, _prefect_port, _sandbox_port, _api_port = free_ports(4)
     # A developer's own external services must not be used (or written to) by the tests.
     for _key in ("LEADFLOW_MONGODB_URI", "LEADFLOW_PREFECT_API_URL", "PREFECT_API_URL"):
         os.environ.pop(_key, None)
@@ -97,6 +97,7 @@ else:
             "LEADFLOW_MONGO_PORT": str(_mongo_port),
             "LEADFLOW_PREFECT_PORT": str(_prefect_port),
             "LEADFLOW_SANDBOX_PORT": str(_sandbox_port),
+            "LEADFLOW_API_PORT": str(_api_port),
         }
     )
     # Prefect warns at import if its home does not exist yet.

@@ -98,6 +98,7 @@ def test_status_shows_every_service_up(services: RunningServices) -> None:
     assert lines["prefect"] == ["prefect", "up", s.prefect_ui]
     assert lines["sandbox"] == ["sandbox", "up", s.sandbox_url]
     assert lines["worker"] == ["worker", "up", f"pool {s.work_pool}"]
+    assert lines["api"] == ["api", "up", f"http://127.0.0.1:{s.api_port}"]
 
 
 def test_up_again_is_a_no_op(services: RunningServices) -> None:
@@ -180,20 +181,21 @@ def test_mongo_db_fixture_is_clean_and_unique(mongo_db: Database) -> None:
 
 def test_down_stops_everything(tmp_path: Path) -> None:
     """A second, separate stack (own home and ports): up, then down, then nothing is left."""
-    mongo_port, prefect_port, sandbox_port = free_ports(3)
+    mongo_port, prefect_port, sandbox_port, api_port = free_ports(4)
     settings = Settings(
         _env_file=None,
         home=tmp_path / "home",
         mongo_port=mongo_port,
         prefect_port=prefect_port,
         sandbox_port=sandbox_port,
+        api_port=api_port,
     )
     try:
         svc.up(settings)
         statuses = svc.status(settings)
         assert all(st.up for st in statuses), statuses
         pids = [st.pid for st in statuses if st.pid is not None]
-        assert len(pids) == 4
+        assert len(pids) == 5
         trees = [proc for pid in pids for proc in psutil.Process(pid).children(recursive=True)]
     finally:
         svc.down(settings)
@@ -203,5 +205,5 @@ def test_down_stops_everything(tmp_path: Path) -> None:
         assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     assert not any(svc.pid_file(settings, name).exists() for name in svc.SERVICE_NAMES)
     assert not any(st.up for st in svc.status(settings))
-    for port in (mongo_port, prefect_port, sandbox_port):
+    for port in (mongo_port, prefect_port, sandbox_port, api_port):
         assert not svc.port_in_use("127.0.0.1", port)
