@@ -448,6 +448,118 @@ class Settings(BaseSettings):
         0.0, ge=0, le=1, description="Share (0-1) of sandbox company lookups answered 503 (seeded)."
     )
 
+    # --- sandbox CRMs (Salesforce, HubSpot, Pipedrive stand-ins) --------------------------
+    # Faults of every sandbox CRM (sandbox/crm_faults.py); each CRM's /__sandbox/state
+    # changes its own copy while it runs.
+    sandbox_crm_error_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share (0-1) of sandbox CRM API requests answered 5xx (seeded).",
+    )
+    sandbox_crm_throttle_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share (0-1) of sandbox CRM API requests answered with the CRM's throttling "
+        "error (429; Salesforce 403 REQUEST_LIMIT_EXCEEDED), seeded.",
+    )
+    sandbox_crm_timeout_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share (0-1) of sandbox CRM API requests held sandbox_crm_timeout_seconds "
+        "before they are processed (seeded).",
+    )
+    sandbox_crm_lost_response_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share (0-1) of sandbox CRM API requests processed whose answer is then lost "
+        "(the connection drops), seeded.",
+    )
+    sandbox_crm_timeout_seconds: float = Field(
+        30.0, ge=0, description="How long a sandbox CRM 'timeout' fault holds its request."
+    )
+    sandbox_crm_salesforce_username: str = Field(
+        "leadflow@sandbox.test", description="User the sandbox Salesforce OAuth flows accept."
+    )
+    sandbox_crm_salesforce_password: str = Field(
+        "sandbox-salesforce-password",
+        description="Password of that user (local only, not a secret).",
+    )
+    sandbox_crm_salesforce_consumer_key: str = Field(
+        "sandbox-salesforce-consumer-key",
+        description="Connected-app consumer key (client_id, JWT iss) the sandbox accepts.",
+    )
+    sandbox_crm_salesforce_consumer_secret: str = Field(
+        "sandbox-salesforce-consumer-secret",
+        description="Connected-app consumer secret the sandbox accepts (local only).",
+    )
+    sandbox_crm_salesforce_jwt_certificate: Path | None = Field(
+        None,
+        description="PEM certificate (or public key) that verifies JWT bearer assertions; "
+        "unset = the sandbox refuses the JWT flow.",
+    )
+    sandbox_crm_salesforce_instance_url: str = Field(
+        "https://leadflow-sandbox.my.salesforce.com",
+        description="instance_url the sandbox's token endpoint returns (its host is routed to "
+        "the sandbox by sandbox.salesforce.salesforce_session).",
+    )
+    sandbox_crm_salesforce_token_ttl: float = Field(
+        7200.0, gt=0, description="Seconds a sandbox Salesforce access token stays valid."
+    )
+    sandbox_crm_salesforce_api_requests_per_day: int = Field(
+        15000,
+        ge=1,
+        description="Daily API request budget of the sandbox org before 403 REQUEST_LIMIT_EXCEEDED.",
+    )
+    sandbox_crm_salesforce_external_id_field: str = Field(
+        "Leadflow_Lead_Id__c",
+        description="Unique external-id field on the sandbox Lead object (holds lead_id).",
+    )
+    sandbox_crm_salesforce_custom_fields: str = Field(
+        "Leadflow_Score__c:double,Leadflow_Source__c,Leadflow_Category__c,Leadflow_Merged_Into__c",
+        description="Other Lead custom fields of the sandbox org: Name__c[:string|double|int|boolean], "
+        "comma-separated.",
+    )
+    sandbox_crm_salesforce_bulk_processing_seconds: float = Field(
+        2.0, ge=0, description="How long a sandbox Bulk API 2.0 job stays InProgress."
+    )
+    sandbox_crm_hubspot_access_token: str = Field(
+        "sandbox-hubspot-token",
+        description="Private-app token the sandbox HubSpot accepts (local only).",
+    )
+    sandbox_crm_hubspot_id_property: str = Field(
+        "leadflow_lead_id",
+        description="Contact/company property whose values the sandbox HubSpot's truth counts "
+        "duplicates of (the unique property holding lead_id; the sync creates it).",
+    )
+    sandbox_crm_hubspot_requests_per_ten_seconds: int = Field(
+        100,
+        ge=1,
+        description="Sandbox HubSpot requests per rolling 10 s before 429 (HubSpot: 100, or 190 "
+        "for Professional/Enterprise private apps).",
+    )
+    sandbox_crm_hubspot_requests_per_day: int = Field(
+        250000, ge=1, description="Sandbox HubSpot requests per day before 429 (HubSpot: 250k+)."
+    )
+    sandbox_crm_hubspot_search_requests_per_second: int = Field(
+        5,
+        ge=1,
+        description="Sandbox HubSpot CRM search requests per second before 429 (HubSpot: 5).",
+    )
+    sandbox_crm_pipedrive_api_token: str = Field(
+        "sandbox-pipedrive-token",
+        description="API token the sandbox Pipedrive accepts (local only).",
+    )
+    sandbox_crm_pipedrive_requests_per_two_seconds: int = Field(
+        40,
+        ge=1,
+        description="Sandbox Pipedrive requests per token per 2-second window before 429 "
+        "(Pipedrive: 20/40/80/120 by plan).",
+    )
+
     # --- API and logging -------------------------------------------------------------------
     log_stdout: bool = Field(
         False, description="JSON log lines to stdout instead of <home>/logs files (containers)."
