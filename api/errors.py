@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from leadflow.logs import request_id_var
 
@@ -89,11 +90,21 @@ def error_response(
 
 # Responses every protected route may give, for the OpenAPI schema.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "A body that is not JSON, or an invalid cursor."},
     401: {"model": ErrorBody, "description": "No API key, or an unknown or revoked one."},
     403: {"model": ErrorBody, "description": "The key lacks the route's scope."},
     422: {"model": ErrorBody, "description": "Invalid parameters or body."},
     429: {"model": ErrorBody, "description": "Rate limited; see Retry-After."},
 }
+
+
+def allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "__none__"})
+        if match is Match.PARTIAL and isinstance(route, Route) and route.methods:
+            methods |= route.methods
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -104,13 +115,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 404 and message == "Not Found":
             message = f"No route {request.method} {request.url.path}."
+        if exc.status_code == 405:
+            # Starlette names only the first route matching the path; a path served by
+            # several routes (GET and POST /runs) must list all their methods.
+            headers["Allow"] = ", ".join(allowed_methods(request))
+            message = f"{request.method} is not allowed here; allowed: {headers['Allow']}."
         return error_response(
-            exc.status_code,
-            _CODES.get(exc.status_code, "error"),
-            message,
-            headers=getattr(exc, "headers", None),
+            exc.status_code, _CODES.get(exc.status_code, "error"), message, headers=headers
         )
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:

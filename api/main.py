@@ -23,7 +23,8 @@ from api.metrics import ApiMetrics
 from api.middleware import RequestContextMiddleware
 from api.ratelimit import RateLimits
 from api.routers import export, health, leads, metrics, runs
-from connectors.mongo import shared_store
+from api.timing import MongoTimings
+from connectors.mongo import LeadStore
 from leadflow.logs import configure_logging
 from leadflow.settings import Settings, get_settings
 
@@ -46,13 +47,16 @@ Every route but `/health` needs an API key (`leadflow keys create`), sent as `X-
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    store = shared_store(settings)
+    # The API's own client, with command monitoring for the per-request timings.
+    store = LeadStore.from_settings(settings, listeners=[MongoTimings()])
     api_metrics = ApiMetrics(store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings, settings.api_instance)
-        keys = ApiKeys.from_settings(settings)
+        # RequestContextMiddleware writes the access line (with timings and key id).
+        logging.getLogger("uvicorn.access").propagate = False
+        keys = ApiKeys(store.db, last_used_every=settings.api_key_last_used_seconds)
         with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api}):
             prefect = get_client()
         async with prefect:
@@ -67,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("API instance %s ready", settings.api_instance)
             yield
         keys.close()
+        store.close()
 
     app = FastAPI(
         title="Leadflow API",

@@ -1,4 +1,5 @@
-"""Per-request context: the request id, the access log line and the request metrics.
+"""Per-request context: the request id, the timings (api/timing.py), the access log line and
+the request metrics.
 
 A pure ASGI middleware (not `BaseHTTPMiddleware`): it adds no task or stream per request, and
 the request id stays set in the context of everything the request runs, so every log line of
@@ -14,6 +15,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import ApiMetrics
+from api.timing import RequestTimings, current_timings
 from leadflow.logs import accept_request_id, request_id_var
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -36,6 +38,8 @@ class RequestContextMiddleware:
                 break
         request_id = accept_request_id(header)
         token = request_id_var.set(request_id)
+        timings = RequestTimings()
+        timings_token = current_timings.set(timings)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -44,7 +48,10 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                # The waits so far: for a streamed body, the time to its first byte.
+                headers["Server-Timing"] = timings.header(time.perf_counter() - started)
             await send(message)
 
         try:
@@ -71,6 +78,10 @@ class RequestContextMiddleware:
                     "duration_ms": round(elapsed * 1000, 2),
                     "client": (scope.get("client") or ("", 0))[0],
                     "api_key_id": state.get("api_key_id"),
+                    "mongo_ms": round(timings.mongo_seconds * 1000, 2),
+                    "mongo_round_trips": timings.mongo_round_trips,
+                    "prefect_ms": round(timings.prefect_seconds * 1000, 2),
                 },
             )
+            current_timings.reset(timings_token)
             request_id_var.reset(token)

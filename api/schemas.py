@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from models.lead import Lead
 
+ReviewStatus = Literal["new", "qualified", "disqualified", "contacted", "won", "lost"]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 
 RUN_EXAMPLE = {
@@ -68,18 +69,23 @@ class LeadPage(BaseModel):
 
 
 class ReviewPatch(BaseModel):
-    """The analyst-owned part of a lead: only these fields can be changed over the API."""
+    """The analyst-owned part of a lead: only these fields can be changed over the API.
+
+    Give any of them; `owner: null` unassigns. The others take no null (tags `[]` clears).
+    """
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"status": "qualified", "tags": ["q4"], "owner": "maria@example.com"}]
+            "minProperties": 1,
+            "examples": [{"status": "qualified", "tags": ["q4"], "owner": "maria@example.com"}],
         },
     )
 
-    status: Literal["new", "qualified", "disqualified", "contacted", "won", "lost"] | None = None
-    tags: list[Tag] | None = Field(None, max_length=50)
-    notes: str | None = Field(None, max_length=10_000)
+    # Typed without None but defaulting to it: absent is fine, an explicit null is invalid.
+    status: ReviewStatus = Field(None)  # type: ignore[assignment]
+    tags: list[Tag] = Field(None, max_length=50)  # type: ignore[assignment]
+    notes: str = Field(None, max_length=10_000)  # type: ignore[assignment]
     owner: str | None = Field(None, max_length=200)
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ from api.errors import AUTH_RESPONSES, ApiError, ErrorBody
 from api.keys import ApiKeyRecord, Scope
 from api.queries import decode_cursor, encode_cursor
 from api.schemas import QuarantinePage, QuarantineRow, RunOut, RunPage
+from api.timing import prefect_call
 from leadflow.logs import request_id_var
 from leadflow.runner import FINAL_STATES
 from models.search import SearchSpec
@@ -63,7 +64,8 @@ async def _deployment_id(state: ApiState) -> UUID:
     name = state.settings.api_deployment
     if name not in state.deployment_ids:
         try:
-            deployment = await state.prefect.read_deployment_by_name(name)
+            with prefect_call():
+                deployment = await state.prefect.read_deployment_by_name(name)
         except ObjectNotFound:
             raise ApiError(
                 503,
@@ -104,15 +106,17 @@ async def create_run(
             return _run_out(existing)
     request_id = request_id_var.get() or ""
     try:
-        flow_run = await state.prefect.create_flow_run_from_deployment(
-            await _deployment_id(state),
-            parameters={"spec": spec.model_dump(mode="json")},
-            tags=["leadflow-api", f"request-id:{request_id}", f"api-key:{key.key_id}"],
-            # Prefect itself returns the first run for a repeated key: two concurrent
-            # replays that both missed the lookup above still make one run.
-            idempotency_key=scoped_key,
-            work_queue_name=state.settings.api_work_queue,
-        )
+        deployment_id = await _deployment_id(state)
+        with prefect_call():
+            flow_run = await state.prefect.create_flow_run_from_deployment(
+                deployment_id,
+                parameters={"spec": spec.model_dump(mode="json")},
+                tags=["leadflow-api", f"request-id:{request_id}", f"api-key:{key.key_id}"],
+                # Prefect itself returns the first run for a repeated key: two concurrent
+                # replays that both missed the lookup above still make one run.
+                idempotency_key=scoped_key,
+                work_queue_name=state.settings.api_work_queue,
+            )
     except ObjectNotFound:
         state.deployment_ids.clear()  # re-registered under a new id: look it up again
         raise ApiError(503, "The deployment changed on the Prefect server; retry.") from None
@@ -140,9 +144,10 @@ async def _live(state: ApiState, docs: list[dict[str, Any]]) -> dict[str, FlowRu
     if not ids:
         return {}
     try:
-        runs = await state.prefect.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
-        )
+        with prefect_call():
+            runs = await state.prefect.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
+            )
     except Exception:  # Prefect down: answer with what MongoDB knows
         return {}
     return {str(r.id): r for r in runs}
@@ -206,7 +211,8 @@ async def list_runs(
 async def get_run(state: State, run_id: UUID) -> RunOut:
     doc = await anyio.to_thread.run_sync(state.store.get_run, str(run_id))
     try:
-        flow_run = await state.prefect.read_flow_run(run_id)
+        with prefect_call():
+            flow_run = await state.prefect.read_flow_run(run_id)
     except ObjectNotFound:
         flow_run = None
     if doc is None and flow_run is None:
