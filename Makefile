@@ -41,6 +41,7 @@ demo: install
 	$(BIN)/leadflow run --limit 1000
 	$(BIN)/leadflow run --source google_maps --source directory --location "Austin, TX" --limit 300
 	$(BIN)/leadflow status
+	@$(BIN)/python -c "from leadflow.settings import get_settings as g; u = g().api_url; print(f'API {u}  docs {u}/docs  (key: leadflow keys create --name me --scopes admin)')"
 
 test: install
 	$(BIN)/python -m pytest --durations=10
