@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         log_config=None,
         access_log=False,
+        # X-Forwarded-For decides the client IP of the per-IP rate limit: believe it only
+        # from the proxies named in the settings.
+        proxy_headers=bool(settings.api_trusted_proxies),
+        forwarded_allow_ips=settings.api_trusted_proxies or "",
     )
 
 

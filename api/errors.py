@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import Match
 
 from leadflow.logs import request_id_var
 
@@ -90,7 +90,7 @@ def error_response(
 
 # Responses every protected route may give, for the OpenAPI schema.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "A body that is not JSON, or an invalid cursor."},
+    400: {"model": ErrorBody, "description": "A cursor this API did not issue."},
     401: {"model": ErrorBody, "description": "No API key, or an unknown or revoked one."},
     403: {"model": ErrorBody, "description": "The key lacks the route's scope."},
     422: {"model": ErrorBody, "description": "Invalid parameters or body."},
@@ -98,13 +98,17 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
 def allowed_methods(request: Request) -> list[str]:
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "__none__"})
-        if match is Match.PARTIAL and isinstance(route, Route) and route.methods:
-            methods |= route.methods
-    return sorted(methods)
+    """Every method some route serves at this path (routes nest, so ask each method)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -138,13 +142,6 @@ def install_error_handlers(app: FastAPI) -> None:
             422, "invalid_request", f"Invalid request: {summary}", details=details
         )
 
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error in %s %s", request.method, request.url.path)
-        return error_response(
-            500, "internal_error", "Internal error; the request id is in the server log."
-        )
-
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(Exception, unexpected)

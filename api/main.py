@@ -22,7 +22,7 @@ from api.keys import ApiKeys
 from api.metrics import ApiMetrics
 from api.middleware import RequestContextMiddleware
 from api.ratelimit import RateLimits
-from api.routers import export, health, leads, metrics, runs
+from api.routers import export, health, leads, metrics, runs, slack
 from api.timing import MongoTimings
 from connectors.mongo import LeadStore
 from leadflow.logs import configure_logging
@@ -47,12 +47,13 @@ Every route but `/health` needs an API key (`leadflow keys create`), sent as `X-
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    # The API's own client, with command monitoring for the per-request timings.
-    store = LeadStore.from_settings(settings, listeners=[MongoTimings()])
-    api_metrics = ApiMetrics(store)
+    api_metrics = ApiMetrics(lambda: app.state.api.store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The API's own client, with command monitoring for the per-request timings; made
+        # here, so building the app (e.g. for its OpenAPI schema) connects to nothing.
+        store = LeadStore.from_settings(settings, listeners=[MongoTimings()])
         configure_logging(settings, settings.api_instance)
         # RequestContextMiddleware writes the access line (with timings and key id).
         logging.getLogger("uvicorn.access").propagate = False
@@ -81,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (runs, leads, export, health, metrics):
+    for module in (runs, leads, export, health, metrics, slack):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, metrics=api_metrics)
     return app

@@ -14,12 +14,14 @@ import time
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import error_response
 from api.metrics import ApiMetrics
 from api.timing import RequestTimings, current_timings
 from leadflow.logs import accept_request_id, request_id_var
 
 REQUEST_ID_HEADER = "X-Request-ID"
 access_log = logging.getLogger("leadflow.api.access")
+log = logging.getLogger("leadflow.api")
 
 
 class RequestContextMiddleware:
@@ -54,8 +56,24 @@ class RequestContextMiddleware:
                 headers["Server-Timing"] = timings.header(time.perf_counter() - started)
             await send(message)
 
+        started_response = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started_response
+            started_response = started_response or message["type"] == "http.response.start"
+            await send_with_id(message)
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_tracked)
+        except Exception:
+            # Answered here, not by Starlette's outermost error middleware, so the 500 still
+            # carries the request id (header, body and the log line with the traceback).
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if started_response:
+                raise
+            await error_response(
+                500, "internal_error", "Internal error; the request id is in the server log."
+            )(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

@@ -45,7 +45,7 @@ class LeadFilters(BaseModel):
 
 class LeadListQuery(LeadFilters):
     cursor: str | None = Field(None, max_length=500, description="From the previous page.")
-    limit: int = Field(50, ge=1, le=1000, description="Leads per page.")
+    limit: int = Field(50, ge=1, le=200, description="Leads per page.")
 
 
 class ExportQuery(LeadFilters):

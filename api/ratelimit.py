@@ -7,9 +7,9 @@ kinds of limit this API has to one request:
 - per API key (`LEADFLOW_RATE_LIMIT_PER_KEY`);
 - per API key and route, for the expensive routes (`POST /runs`, `GET /export`).
 
-Keys with the `ratelimit:exempt` scope (granted only from the CLI) skip all three. Every
-answer carries `X-RateLimit-Limit/-Remaining/-Reset` of the tightest limit; a 429 also
-carries `Retry-After` in seconds.
+Keys with the `ratelimit:exempt` scope (granted only from the CLI) skip all three. Answers
+of the rate-limited routes carry `X-RateLimit-Limit/-Remaining/-Reset` of the tightest
+limit; a 429 also carries `Retry-After` in seconds.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from leadflow.settings import Settings
 
 
 def client_ip(request: Request) -> str:
-    # The peer address: behind a proxy, run uvicorn with --proxy-headers and
-    # --forwarded-allow-ips so this is the client's, not the proxy's.
+    # The peer address. `python -m api` ignores X-Forwarded-For unless the peer is one of
+    # LEADFLOW_API_TRUSTED_PROXIES, so a client cannot pick a new "IP" per request.
     return request.client.host if request.client else "unknown"
 
 

@@ -96,7 +96,7 @@ class ReviewPatch(BaseModel):
 
 
 class CheckResult(BaseModel):
-    status: Literal["ok", "fail", "skipped"]
+    status: Literal["ok", "fail"]
     latency_ms: float | None = None
     detail: str | None = None
 

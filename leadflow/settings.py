@@ -283,12 +283,20 @@ class Settings(BaseSettings):
     rate_limit_per_key: str = Field("1000/hour", description="Requests per API key.")
     rate_limit_runs: str = Field("10/minute", description="`POST /runs` per API key.")
     rate_limit_export: str = Field("10/minute", description="`GET /export` per API key.")
-    api_page_size_max: int = Field(200, ge=1, description="Largest `limit` of a list request.")
     api_export_max_rows: int = Field(
         100_000, ge=1, description="Rows one `GET /export` streams at most."
     )
+    api_trusted_proxies: str | None = Field(
+        None,
+        description="Comma-separated proxy IPs whose X-Forwarded-For is believed (the client "
+        "IP of rate limits and logs); unset = none, the peer address is the client.",
+    )
     api_ready_timeout: float = Field(
         2.0, gt=0, description="Seconds each `GET /health/ready` check may take."
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None,
+        description="Slack app signing secret: enables the slash commands at POST /slack/commands.",
     )
 
     # --- sandbox maps --------------------------------------------------------------------

@@ -81,3 +81,36 @@ def sandbox_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def api_instance(settings: Any, instance: str, **env: str) -> Iterator[str]:
+    """One more API instance (`python -m api`) with its own settings; yields its base URL."""
+    port = free_port()
+    from leadflow import services as svc
+
+    child = svc.child_env(settings, {**svc.prefect_env(settings), **env})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port),
+         "--instance", instance],
+        cwd=REPO, env=child, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "API instance did not answer /health"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

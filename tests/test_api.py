@@ -9,7 +9,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,9 @@ import pytest
 
 from api.keys import ApiKeys
 from connectors.mongo import shared_store
-from leadflow import services as svc
 from leadflow.logs import log_paths
 from tests.conftest import RunningServices
-from tests.servers import REPO, free_port
+from tests.servers import api_instance, free_port
 
 SPEC = {"category": "dentist", "location": "Austin, TX", "sources": ["directory"], "limit": 15}
 
@@ -36,37 +34,6 @@ def make_key(settings: Any, scopes: list[str], *, exempt: bool = False) -> tuple
     finally:
         keys.close()
     return record.key_id, plaintext
-
-
-@contextmanager
-def api_instance(settings: Any, instance: str, **env: str) -> Iterator[str]:
-    """One more API instance (`python -m api`) with its own settings; yields its base URL."""
-    port = free_port()
-    child = svc.child_env(settings, {**svc.prefect_env(settings), **env})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port),
-         "--instance", instance],
-        cwd=REPO, env=child, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "API instance did not answer /health"
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +105,9 @@ def test_validation_and_not_found_share_the_error_shape(
         assert_error(http.patch("/leads/x", json={"score": 100}), 422, "invalid_request")
         assert_error(http.patch("/leads/x", json={}), 422, "invalid_request")
         assert_error(http.get("/nowhere"), 404, "not_found")
+        not_allowed = http.delete("/runs")
+        assert_error(not_allowed, 405, "method_not_allowed")
+        assert not_allowed.headers["Allow"] == "GET, POST"
 
 
 # --- rate limits -----------------------------------------------------------------------------
@@ -161,8 +131,11 @@ def test_the_101st_request_in_a_minute_from_one_ip_is_refused(services: RunningS
         assert_error(refused, 429, "rate_limited")
         assert 0 < int(refused.headers["Retry-After"]) <= 60
         assert refused.headers["X-RateLimit-Remaining"] == "0"
-        # No key helps from this IP now (the per-IP limit counts before authentication)...
+        # No key helps from this IP now (the per-IP limit counts before authentication), nor
+        # a made-up X-Forwarded-For (no proxy is trusted by default)...
         assert http.get("/leads", headers={"X-API-Key": "lf_x_y"}).status_code == 429
+        spoofed = {"X-API-Key": key, "X-Forwarded-For": "203.0.113.7"}
+        assert http.get("/leads", headers=spoofed).status_code == 429
         # ...except an exempt one, which skips every limit.
         assert http.get("/leads", headers={"X-API-Key": exempt}).status_code == 200
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -13,6 +14,7 @@ from api.deps import ApiState, State
 from api.schemas import CheckResult, Liveness, Readiness
 
 router = APIRouter(prefix="/health", tags=["health"])
+log = logging.getLogger("leadflow.api.health")
 
 
 @router.get("", response_model=Liveness, summary="Liveness")
@@ -30,7 +32,9 @@ async def _timed(check: Callable[[], Awaitable[str | None]], timeout: float) -> 
             status="fail", latency_ms=timeout * 1000, detail=f"no answer in {timeout} s"
         )
     except Exception as exc:
-        detail = f"{type(exc).__name__}: {exc}"[:300]
+        # The error's class only: this route is public, and messages name hosts and ports.
+        log.warning("readiness check failed: %s", exc)
+        detail = type(exc).__name__
         return CheckResult(
             status="fail",
             latency_ms=round((time.perf_counter() - started) * 1000, 2),

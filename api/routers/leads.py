@@ -40,7 +40,7 @@ _MERGED = {308: {"description": "The lead was merged: Location is its survivor."
 def list_leads(state: State, params: Annotated[LeadListQuery, Query()]) -> LeadPage:
     """Leads matching every filter given, best score first by default; follow `next_cursor`
     for the next page. Merged leads (tombstones) are never listed."""
-    limit = min(params.limit, state.settings.api_page_size_max)
+    limit = params.limit
     field, direction = sort_spec(params.sort)
     query = lead_query(params)
     if params.cursor:

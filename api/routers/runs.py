@@ -8,7 +8,7 @@ from uuid import UUID
 
 import anyio
 from bson import ObjectId
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
@@ -26,6 +26,10 @@ from models.search import SearchSpec
 router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_RESPONSES)
 
 RUNS_SORT = "-created_at"
+RunId = Annotated[UUID, Path(description="The run's id (its Prefect flow run id).")]
+Cursor = Annotated[
+    str | None, Query(max_length=500, description="`next_cursor` of the previous page.")
+]
 _NOT_FOUND = {404: {"model": ErrorBody, "description": "No such run."}}
 IdempotencyKey = Annotated[
     str | None,
@@ -88,7 +92,6 @@ async def _deployment_id(state: ApiState) -> UUID:
 )
 async def create_run(
     spec: SearchSpec,
-    request: Request,
     response: Response,
     state: State,
     key: Annotated[ApiKeyRecord, Depends(Guard(Scope.RUNS_WRITE, route_limit="runs:create"))],
@@ -96,25 +99,48 @@ async def create_run(
 ) -> RunOut:
     """Creates a flow run of the `lead-pipeline` deployment with `spec` as its parameter and
     records it in `runs` right away, so it is listed before a worker picks it up."""
-    scoped_key = f"{key.key_id}:{idempotency_key}" if idempotency_key else None
-    if scoped_key:
+    request_id = request_id_var.get() or ""
+    run, created = await start_pipeline_run(
+        state,
+        spec,
+        requested_by=key.key_id,
+        tags=["leadflow-api", f"request-id:{request_id}", f"api-key:{key.key_id}"],
+        idempotency_key=f"{key.key_id}:{idempotency_key}" if idempotency_key else None,
+    )
+    if created:
+        response.headers["Location"] = f"/runs/{run.run_id}"
+    else:
+        response.status_code = 200
+    return run
+
+
+async def start_pipeline_run(
+    state: ApiState,
+    spec: SearchSpec,
+    *,
+    requested_by: str,
+    tags: list[str],
+    idempotency_key: str | None = None,
+) -> tuple[RunOut, bool]:
+    """Start a run of the configured deployment (or find the one `idempotency_key` already
+    started) and record it in `runs`; (the run, whether it was created now)."""
+    if idempotency_key:
         existing = await anyio.to_thread.run_sync(
-            lambda: state.store.runs.find_one({"idempotency_key": scoped_key})
+            lambda: state.store.runs.find_one({"idempotency_key": idempotency_key})
         )
         if existing is not None:
-            response.status_code = 200
-            return _run_out(existing)
-    request_id = request_id_var.get() or ""
+            return _run_out(existing), False
+    spec_doc = spec.model_dump(mode="json")
     try:
         deployment_id = await _deployment_id(state)
         with prefect_call():
             flow_run = await state.prefect.create_flow_run_from_deployment(
                 deployment_id,
-                parameters={"spec": spec.model_dump(mode="json")},
-                tags=["leadflow-api", f"request-id:{request_id}", f"api-key:{key.key_id}"],
+                parameters={"spec": spec_doc},
+                tags=tags,
                 # Prefect itself returns the first run for a repeated key: two concurrent
                 # replays that both missed the lookup above still make one run.
-                idempotency_key=scoped_key,
+                idempotency_key=idempotency_key,
                 work_queue_name=state.settings.api_work_queue,
             )
     except ObjectNotFound:
@@ -124,18 +150,16 @@ async def create_run(
     fields: dict[str, Any] = {
         "state": "SCHEDULED",
         "flow_run_name": flow_run.name,
-        "requested_by": key.key_id,
-        "request_id": request_id,
+        "requested_by": requested_by,
+        "request_id": request_id_var.get() or "",
         "tags": list(flow_run.tags),
     }
-    if scoped_key:
-        fields["idempotency_key"] = scoped_key
-    spec_doc = spec.model_dump(mode="json")
+    if idempotency_key:
+        fields["idempotency_key"] = idempotency_key
     await anyio.to_thread.run_sync(lambda: state.store.create_run(run_id, spec_doc, **fields))
-    doc = await anyio.to_thread.run_sync(state.store.get_run, run_id)
     state.metrics.runs_started.inc()
-    response.headers["Location"] = f"/runs/{run_id}"
-    return _run_out(doc or {"run_id": run_id, "spec": spec_doc, **fields}, flow_run)
+    doc = {"run_id": run_id, "spec": spec_doc, "created_at": flow_run.created, **fields}
+    return _run_out(doc, flow_run), True
 
 
 async def _live(state: ApiState, docs: list[dict[str, Any]]) -> dict[str, FlowRun]:
@@ -162,10 +186,11 @@ async def _live(state: ApiState, docs: list[dict[str, Any]]) -> dict[str, FlowRu
 async def list_runs(
     state: State,
     run_state: Annotated[
-        str | None, Query(alias="state", max_length=20, examples=["COMPLETED"])
+        str | None,
+        Query(alias="state", max_length=20, examples=["COMPLETED"], description="Only runs in it."),
     ] = None,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Runs per page.")] = 50,
 ) -> RunPage:
     query: dict[str, Any] = {}
     if run_state:
@@ -208,7 +233,7 @@ async def list_runs(
     dependencies=[Depends(Guard(Scope.RUNS_READ))],
     summary="Read one run: state, parameters, per-stage counts",
 )
-async def get_run(state: State, run_id: UUID) -> RunOut:
+async def get_run(state: State, run_id: RunId) -> RunOut:
     doc = await anyio.to_thread.run_sync(state.store.get_run, str(run_id))
     try:
         with prefect_call():
@@ -233,9 +258,9 @@ async def get_run(state: State, run_id: UUID) -> RunOut:
 )
 def run_quarantine(
     state: State,
-    run_id: UUID,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    run_id: RunId,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Rows per page.")] = 100,
 ) -> QuarantinePage:
     query: dict[str, Any] = {"run_id": str(run_id)}
     if cursor:
