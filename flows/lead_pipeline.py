@@ -25,6 +25,7 @@ from tasks.dedup import DedupResult, dedup_task
 from tasks.enrich import EnrichResult, enrich_task
 from tasks.load import load_task
 from tasks.normalize import normalize_task
+from tasks.notify import notify_slack
 from tasks.score import score_task
 from tasks.scrape import CrawlResult, scrape_task
 from tasks.validate import validate_task
@@ -129,7 +130,8 @@ def _top_leads_table(leads: list[Lead]) -> list[dict[str, Any]]:
     name="lead_pipeline",
     description="Scrape -> normalise -> dedup -> website contacts -> enrich -> score -> validate "
     "-> load for one SearchSpec.",
-    on_failure=[_record_final_state],
+    on_completion=[notify_slack],
+    on_failure=[_record_final_state, notify_slack],
     on_crashed=[_record_final_state],
     on_cancellation=[_record_final_state],
 )

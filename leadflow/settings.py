@@ -294,6 +294,31 @@ class Settings(BaseSettings):
     api_ready_timeout: float = Field(
         2.0, gt=0, description="Seconds each `GET /health/ready` check may take."
     )
+    # --- CRM sync ------------------------------------------------------------------------
+    crm_mapping: Path = Field(
+        PROJECT_DIR / "deployments" / "crm_mapping.yaml",
+        description="The CRM field mapping (YAML), checked at start-up.",
+    )
+    crm_destinations: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["salesforce", "hubspot", "pipedrive"],
+        description="Comma-separated CRMs to sync (of those enabled in the mapping); empty = none.",
+    )
+    crm_batch_size: int = Field(200, ge=1, le=200, description="Records per CRM call.")
+    crm_max_attempts: int = Field(
+        5, ge=1, description="Failed syncs of a lead before it is dead-lettered."
+    )
+    crm_retry_backoff: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds before the first retry of a failed sync; doubles each time.",
+    )
+
+    slack_webhook_url: SecretStr | None = Field(
+        None,
+        description="Slack incoming webhook for run notifications; unset = the sandbox's hook "
+        "in sandbox mode, else none.",
+    )
+    slack_timeout: float = Field(10.0, gt=0, description="Seconds one Slack request may take.")
     slack_signing_secret: SecretStr | None = Field(
         None,
         description="Slack app signing secret: enables the slash commands at POST /slack/commands.",
@@ -345,12 +370,31 @@ class Settings(BaseSettings):
         return self.prefect_api.removesuffix("/api")
 
     @property
+    def slack_webhook(self) -> str | None:
+        if self.slack_webhook_url is not None:
+            return self.slack_webhook_url.get_secret_value()
+        return (
+            f"{self.sandbox_url}/slack/services/T0SANDBOX/B0SANDBOX/sandbox-hook"
+            if self.sandbox
+            else None
+        )
+
+    @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.api_port}"
 
     @property
     def sandbox_url(self) -> str:
         return f"http://{self.host}:{self.sandbox_port}"
+
+    @field_validator("crm_destinations", mode="before")
+    @classmethod
+    def _split_destinations(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):  # child processes get lists as JSON
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("proxy_urls", mode="before")
     @classmethod

@@ -238,6 +238,7 @@ def service_mounts(config: SandboxConfig, directory: Directory) -> dict[str, ASG
       `GET /company/v2/companies/find?domain=`; knobs from `LEADFLOW_SANDBOX_COMPANY_*`, state
       at `mounts["/company"].state.company` and `/company/__sandbox/state`.
 
+    - `/slack`: Slack incoming webhooks (`sandbox.slack`), messages at `/slack/__sandbox/messages`.
     - `/salesforce`, `/hubspot`, `/pipedrive`: the CRMs (`sandbox.salesforce`, `sandbox.hubspot`,
       `sandbox.pipedrive`, faults from `sandbox.crm_faults`); knobs from
       `LEADFLOW_SANDBOX_CRM_*`, state at `mounts[prefix].state.<crm>` and
@@ -251,12 +252,14 @@ def service_mounts(config: SandboxConfig, directory: Directory) -> dict[str, ASG
     from sandbox.hunter import HunterSandbox, hunter_app
     from sandbox.pipedrive import PipedriveSandbox, pipedrive_app
     from sandbox.salesforce import SalesforceSandbox, salesforce_app
+    from sandbox.slack import slack_app
 
     settings = get_settings()
     mounts: dict[str, ASGIApp] = {}
     mounts["/2captcha"] = captcha_app(CaptchaSandbox.from_settings(settings, config.seed))
     mounts["/hunter/v2"] = hunter_app(HunterSandbox.from_settings(settings, directory, config.seed))
     mounts["/company"] = company_app(CompanySandbox.from_settings(settings, directory, config.seed))
+    mounts["/slack"] = slack_app()
     mounts["/salesforce"] = salesforce_app(SalesforceSandbox.from_settings(settings, config.seed))
     mounts["/hubspot"] = hubspot_app(HubSpotSandbox.from_settings(settings, config.seed))
     mounts["/pipedrive"] = pipedrive_app(PipedriveSandbox.from_settings(settings, config.seed))

@@ -71,6 +71,14 @@ def apply(changes: dict[str, str], **values: str) -> None:
     get_settings.cache_clear()
 
 
+def slack_messages() -> list[dict[str, Any]]:
+    """What the sandbox's Slack incoming webhook received."""
+    from sandbox.slack import DEFAULT_HOOK
+
+    url = f"{get_settings().sandbox_url}/slack/__sandbox/messages"
+    return list(httpx.get(url, timeout=10).json().get(DEFAULT_HOOK, []))
+
+
 def listing_ids(lead: dict[str, Any]) -> list[str]:
     return [s["source_id"] for s in lead["sources"] if s["source"] == "directory"]
 
@@ -200,6 +208,8 @@ def test_summary_and_top_leads_artifacts_are_on_the_flow_run(
     table = artifacts["top-leads"].data
     rows = json.loads(table) if isinstance(table, str) else table
     assert rows and rows[0]["lead_id"]
+    completed = [m for m in slack_messages() if "completed" in m["text"]]
+    assert completed and "inserted" in json.dumps(completed[0]["blocks"])
 
 
 def test_second_run_is_idempotent_keeps_ids_and_updates_last_seen(
@@ -249,6 +259,11 @@ def test_crawl_where_every_request_fails_fails_the_run_clearly_and_loses_nothing
     assert run is not None and run["state"] == "FAILED"
     assert "produced no items" in run["state_message"]
     assert count(pipeline_env.store.leads, {}) == before
+    # The failure reached Slack (the sandbox's incoming webhook) with its reason.
+    assert any(
+        "failed" in m["text"] and "produced no items" in json.dumps(m["blocks"])
+        for m in slack_messages()
+    )
 
 
 def test_crawl_past_its_time_limit_is_stopped_and_the_run_fails_saying_so(

@@ -112,3 +112,35 @@ def test_stats_command_counts_and_bad_signatures_are_refused(slack_api: str) -> 
     assert stale.status_code == 401 and "Stale" in stale.json()["error"]["message"]
     schema = httpx.get(f"{slack_api}/openapi.json", timeout=10).json()
     assert not [path for path in schema["paths"] if path.startswith("/slack")]
+
+
+# --- incoming-webhook notifications ---------------------------------------------------------
+
+
+def test_notifier_posts_to_the_hook_and_explains_slacks_refusals() -> None:
+    from connectors.slack import SlackError, SlackNotifier, run_message
+    from sandbox.slack import DEFAULT_HOOK, SlackSandbox, slack_app
+    from tests.servers import serve_in_thread
+
+    sandbox = SlackSandbox(burst=1)
+    with serve_in_thread(slack_app(sandbox)) as url:
+        notifier = SlackNotifier(f"{url}/{DEFAULT_HOOK}", timeout=5)
+        text, blocks = run_message(
+            "lead_pipeline", "crimson-otter", "FAILED", "http://ui/runs/1", {"scraped": 12}, "boom"
+        )
+        notifier.post(text, blocks)
+        started = time.monotonic()
+        notifier.post("second, right after the first")  # 429 once, then sent after Retry-After
+        assert time.monotonic() - started >= 0.9
+        received = sandbox.messages[DEFAULT_HOOK]
+        assert [m["text"] for m in received] == [text, "second, right after the first"]
+        assert (
+            "crimson-otter" in text and "*reason:* boom" in received[0]["blocks"][1]["text"]["text"]
+        )
+
+        with pytest.raises(SlackError, match="refused"):
+            SlackNotifier(f"{url}/{DEFAULT_HOOK}").post("")
+        httpx.post(f"{url}/__sandbox/state", json={"revoke": DEFAULT_HOOK})
+        with pytest.raises(SlackError, match="revoked"):
+            notifier.post("after revocation")
+        assert len(sandbox.messages[DEFAULT_HOOK]) == 2
