@@ -13,6 +13,7 @@ from leadflow.cli_keys import keys_app
 from leadflow.cli_services import services_app
 from leadflow.cli_train import train_app
 from leadflow.cli_validate import validate_app
+from leadflow.cli_webhooks import webhooks_app
 from leadflow.settings import get_settings
 from models.search import SearchSpec
 
@@ -25,6 +26,7 @@ app.add_typer(services_app)
 app.add_typer(validate_app)
 app.add_typer(train_app)
 app.add_typer(keys_app)
+app.add_typer(webhooks_app)
 # soft_wrap: URLs and figures stay on one line when the output is piped or logged.
 console = Console(soft_wrap=True)
 

@@ -556,7 +556,7 @@ class Settings(BaseSettings):
     sandbox_crm_salesforce_instance_url: str = Field(
         "https://leadflow-sandbox.my.salesforce.com",
         description="instance_url the sandbox's token endpoint returns (its host is routed to "
-        "the sandbox by sandbox.salesforce.salesforce_session).",
+        "the sandbox by connectors.salesforce.salesforce_session).",
     )
     sandbox_crm_salesforce_token_ttl: float = Field(
         7200.0, gt=0, description="Seconds a sandbox Salesforce access token stays valid."
@@ -637,6 +637,29 @@ class Settings(BaseSettings):
         description="An API key's `last_used` is written at most this often per key and process "
         "(in the background, never on the request's path).",
     )
+
+    # --- webhooks ---
+    webhooks: SecretStr | None = Field(
+        None,
+        description="JSON list of webhook endpoints (connectors.webhooks.WebhookEndpoint): name, "
+        "url, secret (whsec_ + base64), events, template or template_path, timeout. A secret: "
+        "it holds the signing secrets. Unset = no webhooks.",
+    )
+    webhook_timeout: float = Field(
+        10.0, gt=0, description="Seconds one webhook attempt may take (an endpoint may override)."
+    )
+    webhook_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries after a failed first attempt (time-outs, 408/409/425/429, 5xx).",
+    )
+    webhook_backoff: float = Field(
+        1.0, ge=0, description="Seconds before the first webhook retry; doubles per retry."
+    )
+    webhook_backoff_max: float = Field(
+        60.0, ge=0, description="Longest wait (s) before a webhook retry, Retry-After included."
+    )
+    webhook_concurrency: int = Field(8, ge=1, description="Webhook deliveries in flight at once.")
 
 
 @lru_cache
