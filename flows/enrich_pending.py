@@ -19,6 +19,7 @@ from connectors.mongo import shared_store
 from leadflow.settings import get_settings
 from models.lead import Lead
 from tasks.enrich import enrich_task
+from tasks.notify_email import alert_on_failure
 from tasks.score import score_task
 
 
@@ -33,7 +34,11 @@ def store_enriched(leads: list[Lead]) -> int:
     return counts.updated + counts.inserted
 
 
-@flow(name="enrich_pending", description="Finish enrichment left pending by earlier runs.")
+@flow(
+    name="enrich_pending",
+    description="Finish enrichment left pending by earlier runs.",
+    on_failure=[alert_on_failure],
+)
 def enrich_pending(limit: int = 1000) -> dict[str, Any]:
     settings = get_settings()
     run_id = str(flow_run.get_id())

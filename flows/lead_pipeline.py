@@ -25,9 +25,11 @@ from tasks.dedup import DedupResult, dedup_task
 from tasks.enrich import EnrichResult, enrich_task
 from tasks.load import load_task
 from tasks.normalize import normalize_task
-from tasks.notify import notify_slack
+from tasks.notify import notify_slack, webhooks_task
+from tasks.notify_email import alert_on_failure
 from tasks.score import score_task
 from tasks.scrape import CrawlResult, scrape_task
+from tasks.sync import sync_task
 from tasks.validate import validate_task
 
 TOP_LEADS = 20
@@ -129,9 +131,9 @@ def _top_leads_table(leads: list[Lead]) -> list[dict[str, Any]]:
 @flow(
     name="lead_pipeline",
     description="Scrape -> normalise -> dedup -> website contacts -> enrich -> score -> validate "
-    "-> load for one SearchSpec.",
+    "-> load -> CRM sync -> notify for one SearchSpec.",
     on_completion=[notify_slack],
-    on_failure=[_record_final_state, notify_slack],
+    on_failure=[_record_final_state, notify_slack, alert_on_failure],
     on_crashed=[_record_final_state],
     on_cancellation=[_record_final_state],
 )
@@ -153,6 +155,8 @@ def lead_pipeline(spec: SearchSpec) -> dict[str, Any]:
     deduped.leads = score_task.with_options(**retrying)(deduped.leads, run_id)
     deduped.keep(validate_task.with_options(**retrying)(deduped.leads, run_id))
     loaded = load_task.with_options(**retrying)(deduped, run_id)
+    sync_task(deduped.leads, deduped.tombstones, run_id)
+    webhooks_task(deduped.leads, run_id)
 
     summary = run_summary(spec, crawls, leads, deduped, enriched, loaded)
     create_markdown_artifact(

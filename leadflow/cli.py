@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from leadflow.cli_crm import crm_app
 from leadflow.cli_keys import keys_app
 from leadflow.cli_services import services_app
 from leadflow.cli_train import train_app
@@ -27,6 +28,7 @@ app.add_typer(validate_app)
 app.add_typer(train_app)
 app.add_typer(keys_app)
 app.add_typer(webhooks_app)
+app.add_typer(crm_app)
 # soft_wrap: URLs and figures stay on one line when the output is piped or logged.
 console = Console(soft_wrap=True)
 

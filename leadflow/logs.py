@@ -276,6 +276,10 @@ def configure_logging(settings: Settings, instance: str) -> None:
             logger = logging.getLogger(name)
             logger.handlers.clear()
             logger.propagate = True
+            # Their own levels and switches (uvicorn's `log_level`, a `dictConfig` elsewhere in
+            # the process disabling existing loggers) give way to ours.
+            logger.setLevel(logging.NOTSET)
+            logger.disabled = False
 
 
 def reset_logging() -> None:

@@ -266,3 +266,7 @@ def setup(settings: Settings, *, echo: Echo | None = None, force_deploy: bool = 
         say(f"prefect  deployments registered: {', '.join(deployment_names())}")
     ensure_zombie_automation(settings)
     ensure_rate_limits(settings)
+    # Imported here: leadflow.alerts builds on this module.
+    from leadflow.alerts import ensure_crashed_alert_automation
+
+    ensure_crashed_alert_automation(settings)

@@ -30,7 +30,7 @@ import psutil
 from leadflow.settings import PROJECT_DIR, Settings
 
 # Start order; `down` stops in reverse.
-SERVICE_NAMES: tuple[str, ...] = ("mongo", "prefect", "sandbox", "worker", "api")
+SERVICE_NAMES: tuple[str, ...] = ("mongo", "prefect", "sandbox", "mail", "worker", "api")
 
 # Default worker poll interval (s) when PREFECT_WORKER_QUERY_SECONDS is not set in the
 # environment; Prefect's own default (10 s) makes `leadflow run` feel sluggish locally.
@@ -541,6 +541,31 @@ def _ensure_worker(settings: Settings, echo: Echo) -> None:
     echo(f"worker   started   pool {settings.work_pool}")
 
 
+def _mail_wanted(settings: Settings) -> bool:
+    """A local SMTP server in sandbox mode, when no server of one's own is configured."""
+    return settings.sandbox and settings.smtp_host is None
+
+
+def _ensure_mail(settings: Settings, echo: Echo) -> None:
+    if not _mail_wanted(settings) or read_pid(settings, "mail") is not None:
+        return
+    _check_port(settings, "mail", settings.smtp_port, "LEADFLOW_SMTP_PORT")
+    # aiosmtpd keeps every message in a Maildir (it creates the folder): alerts and reports
+    # of `make demo` can be read there.
+    maildir = settings.home_dir / "mail"
+    cmd = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"{settings.host}:{settings.smtp_port}",
+           "-c", "aiosmtpd.handlers.Mailbox", str(maildir)]  # fmt: skip
+    proc = _spawn(settings, "mail", cmd, child_env(settings), PROJECT_DIR)
+    _wait_until(
+        settings,
+        "mail",
+        proc,
+        lambda: port_in_use(settings.host, settings.smtp_port),
+        settings.service_start_timeout,
+    )
+    echo(f"mail     started   smtp://{settings.host}:{settings.smtp_port} (Maildir {maildir})")
+
+
 def _ensure_api(settings: Settings, echo: Echo) -> None:
     health = f"{settings.api_url}/health"
     if (pid := read_pid(settings, "api")) is not None:
@@ -574,6 +599,7 @@ def up(settings: Settings, *, echo: Echo | None = None) -> None:
     _ensure_mongo(settings, say)
     _ensure_prefect(settings, say)
     _ensure_sandbox(settings, say)
+    _ensure_mail(settings, say)
     prefect_setup.setup(settings, echo=say)
     _ensure_worker(settings, say)
     _ensure_api(settings, say)
@@ -627,6 +653,13 @@ def status(settings: Settings) -> list[ServiceStatus]:
     pid = read_pid(settings, "sandbox")
     sandbox_up = pid is not None and http_ok(f"{settings.sandbox_url}/health")
     result.append(ServiceStatus("sandbox", sandbox_up, settings.sandbox_url, pid))
+
+    if _mail_wanted(settings):
+        pid = read_pid(settings, "mail")
+        mail_up = pid is not None and port_in_use(settings.host, settings.smtp_port)
+        result.append(
+            ServiceStatus("mail", mail_up, f"smtp://{settings.host}:{settings.smtp_port}", pid)
+        )
 
     pid = read_pid(settings, "worker")
     # The process alone is the cheap answer; ONLINE in the pool is the real one.

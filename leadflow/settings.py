@@ -571,7 +571,7 @@ class Settings(BaseSettings):
         description="Unique external-id field on the sandbox Lead object (holds lead_id).",
     )
     sandbox_crm_salesforce_custom_fields: str = Field(
-        "Leadflow_Score__c:double,Leadflow_Source__c,Leadflow_Category__c,Leadflow_Merged_Into__c",
+        "Leadflow_Score__c:double,Leadflow_Score_Reasons__c,Leadflow_Source__c,Leadflow_Category__c,Leadflow_Merged_Into__c",
         description="Other Lead custom fields of the sandbox org: Name__c[:string|double|int|boolean], "
         "comma-separated.",
     )
@@ -606,10 +606,10 @@ class Settings(BaseSettings):
         description="API token the sandbox Pipedrive accepts (local only).",
     )
     sandbox_crm_pipedrive_requests_per_two_seconds: int = Field(
-        40,
+        120,
         ge=1,
         description="Sandbox Pipedrive requests per token per 2-second window before 429 "
-        "(Pipedrive: 20/40/80/120 by plan).",
+        "(Pipedrive: 20/40/80/120 by plan; the demo's company is on the largest).",
     )
 
     # --- API and logging -------------------------------------------------------------------
@@ -638,6 +638,53 @@ class Settings(BaseSettings):
         "(in the background, never on the request's path).",
     )
 
+    # --- e-mail ----------------------------------------------------------------------------
+    smtp_host: str | None = Field(
+        None,
+        description="SMTP server for alerts and reports; unset = `host` (a local server on "
+        "smtp_port) in sandbox mode, else no e-mail is sent.",
+    )
+    smtp_port: int = Field(
+        8025,
+        ge=1,
+        le=65535,
+        description="SMTP port: 587 with STARTTLS, 465 with SSL; 8025 is aiosmtpd's default.",
+    )
+    smtp_starttls: bool = Field(False, description="Upgrade the connection with STARTTLS.")
+    smtp_ssl: bool = Field(False, description="TLS from the first byte (SMTPS, port 465).")
+    smtp_username: str | None = Field(None, description="SMTP AUTH user; unset = no login.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP AUTH password.")
+    smtp_timeout: float = Field(
+        10.0, gt=0, description="Seconds to connect and for each SMTP command."
+    )
+    email_from: str = Field(
+        "Leadflow <leadflow@localhost>", description="From address of alerts and reports."
+    )
+    email_to: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Recipients of alerts and reports, comma-separated; empty = "
+        "alerts@leadflow.test in sandbox mode, else no e-mail is sent.",
+    )
+
+    @field_validator("email_to", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):  # child processes get lists as JSON
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def smtp_server(self) -> str | None:
+        return self.smtp_host or (self.host if self.sandbox else None)
+
+    @property
+    def email_recipients(self) -> list[str]:
+        if self.email_to:
+            return list(self.email_to)
+        return ["alerts@leadflow.test"] if self.sandbox else []
+
     # --- webhooks ---
     webhooks: SecretStr | None = Field(
         None,
@@ -660,6 +707,194 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Longest wait (s) before a webhook retry, Retry-After included."
     )
     webhook_concurrency: int = Field(8, ge=1, description="Webhook deliveries in flight at once.")
+
+    # --- Pipedrive (connectors/pipedrive.py) ---------------------------------------------
+    pipedrive_url: str | None = Field(
+        None,
+        description="Pipedrive company URL (https://<company>.pipedrive.com; /api/v1 and "
+        "/api/v2 go below it); unset = <sandbox_url>/pipedrive in sandbox mode, else "
+        "https://api.pipedrive.com.",
+    )
+    pipedrive_api_token: SecretStr | None = Field(
+        None,
+        description="Pipedrive API token (sent as the x-api-token header, never logged); unset "
+        "= the sandbox's token in sandbox mode, else no Pipedrive sync.",
+    )
+    pipedrive_timeout: float = Field(
+        20.0, gt=0, description="Time-out (s) of one Pipedrive request."
+    )
+    pipedrive_retries: int = Field(
+        4, ge=0, description="Retries of a Pipedrive request after a 429, a 5xx or no answer."
+    )
+    pipedrive_backoff: float = Field(
+        1.0, ge=0, description="Seconds before the first Pipedrive retry; doubles per retry."
+    )
+    pipedrive_backoff_max: float = Field(
+        30.0,
+        ge=0,
+        description="Longest wait (s) before a Pipedrive retry, rate-limit reset included.",
+    )
+    pipedrive_workers: int = Field(
+        4, ge=1, le=16, description="Leads synced to Pipedrive at once (it has no batch call)."
+    )
+    pipedrive_write_settle: float = Field(
+        45.0,
+        ge=0,
+        description="Seconds after sending a create whose answer never came (time-out, dropped "
+        "connection, 5xx) before searching for it: the write may still land, and a search that "
+        "runs earlier would miss it and create a duplicate.",
+    )
+
+    @property
+    def pipedrive_base_url(self) -> str:
+        if self.pipedrive_url:
+            return self.pipedrive_url.rstrip("/")
+        return f"{self.sandbox_url}/pipedrive" if self.sandbox else "https://api.pipedrive.com"
+
+    @property
+    def pipedrive_token(self) -> SecretStr | None:
+        """The Pipedrive token to use: the configured one, else the sandbox's in sandbox mode."""
+        if self.pipedrive_api_token is not None:
+            return self.pipedrive_api_token
+        return SecretStr(self.sandbox_crm_pipedrive_api_token) if self.sandbox else None
+
+    # --- Salesforce (connectors/salesforce.py) ----------------------------------------------
+    salesforce_instance_url: str | None = Field(
+        None,
+        description="The org's URL (https://acme.my.salesforce.com): set = that org, even in "
+        "sandbox mode; the JWT bearer flow sends its token request there. Unset = the "
+        "sandbox's Salesforce in sandbox mode.",
+    )
+    salesforce_domain: str = Field(
+        "login",
+        description="Login domain (https://{domain}.salesforce.com): login (production orgs) or "
+        "test (Salesforce sandbox orgs), also the JWT audience; a My Domain prefix (acme.my) "
+        "works for the username-password flow.",
+    )
+    salesforce_username: str | None = Field(None, description="Salesforce API user.")
+    salesforce_password: SecretStr | None = Field(
+        None, description="That user's password (OAuth username-password flow)."
+    )
+    salesforce_consumer_key: str | None = Field(
+        None, description="Connected-app consumer key (client_id; the JWT `iss`)."
+    )
+    salesforce_consumer_secret: SecretStr | None = Field(
+        None, description="Connected-app consumer secret (username-password flow)."
+    )
+    salesforce_private_key_file: Path | None = Field(
+        None,
+        description="PEM private key of the connected app's certificate: set = the OAuth JWT "
+        "bearer flow instead of username-password.",
+    )
+    salesforce_api_version: str = Field(
+        "59.0",
+        pattern=r"^\d{2}\.0$",
+        description="REST API version (46.0+: sObject collections upsert).",
+    )
+    salesforce_external_id_field: str = Field(
+        "Leadflow_Lead_Id__c",
+        description="Unique external-id field of Lead that holds the lead_id (upserts go by it).",
+    )
+    salesforce_merged_into_field: str = Field(
+        "Leadflow_Merged_Into__c",
+        description="Lead field set to the survivor's lead_id when dedup merges two synced leads.",
+    )
+    salesforce_batch_size: int = Field(
+        200, ge=1, le=200, description="Leads per composite sObject collections upsert."
+    )
+    salesforce_bulk_threshold: int = Field(
+        2000, ge=1, description="A batch of this many Leads or more goes through Bulk API 2.0."
+    )
+    salesforce_bulk_poll_interval: float = Field(
+        2.0, ge=0, description="Seconds between Bulk API 2.0 job status checks."
+    )
+    salesforce_timeout: float = Field(30.0, gt=0, description="Time-out (s) of one request.")
+    salesforce_max_retries: int = Field(
+        3, ge=0, description="Retries of a request on time-outs, lost answers, 5xx and 429."
+    )
+    salesforce_backoff: float = Field(
+        1.0, ge=0, description="Seconds before the first Salesforce retry; doubles per retry."
+    )
+    salesforce_backoff_max: float = Field(
+        30.0,
+        ge=0,
+        description="Longest wait (s) before a retry; a longer Retry-After stops the batch.",
+    )
+
+    @property
+    def salesforce_sandbox_url(self) -> str | None:
+        """The sandbox's Salesforce, in sandbox mode when no org URL is configured."""
+        if self.sandbox and not self.salesforce_instance_url:
+            return f"{self.sandbox_url}/salesforce"
+        return None
+
+    def _salesforce_or_sandbox(self, configured: str | None, sandbox: str) -> str | None:
+        if configured is not None:
+            return configured
+        return sandbox if self.salesforce_sandbox_url else None
+
+    @property
+    def salesforce_login_username(self) -> str | None:
+        return self._salesforce_or_sandbox(
+            self.salesforce_username, self.sandbox_crm_salesforce_username
+        )
+
+    @property
+    def salesforce_login_consumer_key(self) -> str | None:
+        return self._salesforce_or_sandbox(
+            self.salesforce_consumer_key, self.sandbox_crm_salesforce_consumer_key
+        )
+
+    @property
+    def salesforce_login_password(self) -> SecretStr | None:
+        if self.salesforce_password is not None:
+            return self.salesforce_password
+        sandbox = self.sandbox_crm_salesforce_password
+        return SecretStr(sandbox) if self.salesforce_sandbox_url else None
+
+    @property
+    def salesforce_login_consumer_secret(self) -> SecretStr | None:
+        if self.salesforce_consumer_secret is not None:
+            return self.salesforce_consumer_secret
+        sandbox = self.sandbox_crm_salesforce_consumer_secret
+        return SecretStr(sandbox) if self.salesforce_sandbox_url else None
+
+    # --- HubSpot (connectors/hubspot.py) ------------------------------------------------------
+    hubspot_host: str | None = Field(
+        None,
+        description="HubSpot API host; unset = <sandbox_url>/hubspot in sandbox mode, else "
+        "https://api.hubapi.com.",
+    )
+    hubspot_access_token: SecretStr | None = Field(
+        None,
+        description="HubSpot private-app access token; unset in sandbox mode = the sandbox's "
+        "token (sandbox_crm_hubspot_access_token).",
+    )
+    hubspot_timeout: float = Field(30.0, gt=0, description="Time-out (s) of one HubSpot request.")
+    hubspot_retries: int = Field(
+        3, ge=0, description="Retries of one HubSpot request after a 5xx, 429 or no answer."
+    )
+    hubspot_backoff: float = Field(
+        1.0, ge=0, description="Seconds before the first HubSpot retry; doubles per retry."
+    )
+    hubspot_backoff_max: float = Field(
+        10.0,
+        ge=0,
+        description="Longest wait (s) before a HubSpot retry, the rate-limit window included.",
+    )
+
+    @property
+    def hubspot_base_url(self) -> str:
+        if self.hubspot_host:
+            return self.hubspot_host.rstrip("/")
+        return f"{self.sandbox_url}/hubspot" if self.sandbox else "https://api.hubapi.com"
+
+    @property
+    def hubspot_token(self) -> SecretStr | None:
+        """The configured private-app token, else the sandbox's in sandbox mode."""
+        if self.hubspot_access_token is not None:
+            return self.hubspot_access_token
+        return SecretStr(self.sandbox_crm_hubspot_access_token) if self.sandbox else None
 
 
 @lru_cache

@@ -35,7 +35,8 @@ answers custom fields live in a `custom_fields` object keyed by that hash.
   a whole value ignoring case, otherwise a term of 2+ characters matches inside a value ->
   `data.items[{result_score, item: {id, type, ...}}]`.
 - `POST /api/v1/notes` `{content, deal_id | person_id | org_id}` (201) and `GET
-  /api/v1/notes?deal_id=|person_id=|org_id=&start=&limit=` (v1 pagination).
+  /api/v1/notes?deal_id=|person_id=|org_id=&start=&limit=` (v1 pagination); `PUT
+  /api/v1/notes/{id}` `{content}` changes one.
 - `PUT /api/v1/persons/{id}/merge` and `/api/v1/organizations/{id}/merge` `{merge_with_id}`:
   `{id}` is merged into `merge_with_id`, which keeps its values and takes the other's where
   it has none; deals, notes (and an organization's persons) move to it.
@@ -227,7 +228,7 @@ class CustomField:
 @dataclass(slots=True)
 class PipedriveSandboxConfig:
     api_token: str = "sandbox-pipedrive-token"
-    requests_per_two_seconds: int = 40
+    requests_per_two_seconds: int = 120
     seed: int = 42
 
     @classmethod
@@ -741,6 +742,27 @@ class PipedriveSandbox:
             self._notes[note["id"]] = note
             return dict(note)
 
+    def update_note(self, note_id: int, body: Any) -> dict[str, Any]:
+        """`PUT /api/v1/notes/{id}`: change the content (and links) of an existing note."""
+        body = body if isinstance(body, dict) else {}
+        with self._lock:
+            note = self._notes.get(note_id)
+            if note is None:
+                raise PipedriveError(404, f"Note {note_id} not found")
+            content = body.get("content", note["content"])
+            if not isinstance(content, str) or not content.strip():
+                raise _bad("Note content is required")
+            note["content"] = content
+            for link, entity in (
+                ("deal_id", "deals"),
+                ("person_id", "persons"),
+                ("org_id", "organizations"),
+            ):
+                if body.get(link) is not None:
+                    note[link] = self._reference(entity, body[link], link)
+            note["update_time"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+            return dict(note)
+
     def notes(self, params: Mapping[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         filters = {
             name: _int_param(params, name)
@@ -989,6 +1011,9 @@ def pipedrive_app(sandbox: PipedriveSandbox) -> ASGIApp:
         page, additional = sandbox.notes(request.query_params)
         return envelope(page, additional=additional)
 
+    def note(request: Request, body: Any) -> Response:
+        return envelope(sandbox.update_note(record_id(request), body))
+
     def entity_fields(request: Request, body: Any) -> Response:
         entity = FIELD_LISTS.get(request.path_params["field_list"])
         if entity is None:
@@ -1056,6 +1081,7 @@ def pipedrive_app(sandbox: PipedriveSandbox) -> ASGIApp:
         Route("/api/v2/{entity}", api(collection), methods=["GET", "POST"]),
         Route("/api/v2/{entity}/{record_id}", api(one), methods=["GET", "PATCH"]),
         Route("/api/v1/notes", api(notes), methods=["GET", "POST"]),
+        Route("/api/v1/notes/{record_id}", api(note), methods=["PUT"]),
         Route("/api/v1/{entity}/{record_id}/merge", api(merge), methods=["PUT"]),
         Route("/api/v1/{field_list}", api(entity_fields), methods=["GET", "POST"]),
     ]

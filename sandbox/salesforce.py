@@ -5,10 +5,10 @@ Mounted by `sandbox.server` under `/salesforce`, so the sandbox answers
 
 **HTTPS.** simple-salesforce builds every URL as `https://<host>/...`: the login URLs are
 `https://{login|test}.salesforce.com/services/oauth2/token` and the API URLs
-`https://<instance host>/services/data/vXX.X/...`. Rather than serving TLS, the sandbox gives
-the client a `requests.Session` (`salesforce_session(base_url)`) whose transport adapter is
-mounted for exactly those hosts and sends their requests, path and query unchanged, to the
-sandbox's plain-HTTP base URL. A connector therefore needs no sandbox code path: it passes
+`https://<instance host>/services/data/vXX.X/...`. Rather than serving TLS, the sandbox is
+reached through a `requests.Session` (`connectors.salesforce.salesforce_session(base_url)`)
+whose transport adapter is mounted for exactly those hosts and sends their requests, path and
+query unchanged, to the sandbox's plain-HTTP base URL. The connector passes that session as
 `session=` to `simple_salesforce.Salesforce` (a plain `requests.Session()` in production) and
 everything else is as against Salesforce, including simple-salesforce's own OAuth logins
 (username-password with `consumer_key`/`consumer_secret`, JWT bearer with `privatekey`) and
@@ -90,14 +90,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import jwt
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from requests.adapters import HTTPAdapter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -201,9 +199,7 @@ CUSTOM_FIELD_TYPES = {
     "int": ("int", 0),
     "boolean": ("boolean", 0),
 }
-DEFAULT_CUSTOM_FIELDS = (
-    "Leadflow_Score__c:double,Leadflow_Source__c,Leadflow_Category__c,Leadflow_Merged_Into__c"
-)
+DEFAULT_CUSTOM_FIELDS = "Leadflow_Score__c:double,Leadflow_Score_Reasons__c,Leadflow_Source__c,Leadflow_Category__c,Leadflow_Merged_Into__c"
 
 
 class SalesforceError(Exception):
@@ -298,40 +294,6 @@ def load_public_key(pem: bytes) -> RSAPublicKey:
     if not isinstance(key, RSAPublicKey):
         raise ValueError("the JWT bearer flow needs an RSA key")
     return key
-
-
-# --------------------------------------------------------------------------------------
-# The client side: a requests session that reaches the sandbox
-# --------------------------------------------------------------------------------------
-
-
-class SandboxAdapter(HTTPAdapter):
-    """Sends each request to `base_url` + its path and query, over plain HTTP."""
-
-    def __init__(self, base_url: str) -> None:
-        super().__init__()
-        self.base_url = base_url.rstrip("/")
-
-    def send(
-        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
-    ) -> requests.Response:
-        parts = urlsplit(request.url or "")
-        request.url = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
-        # Proxies from the environment were chosen for the Salesforce URL; the sandbox is a
-        # local address that no proxy stands in front of.
-        kwargs["proxies"] = None
-        return super().send(request, *args, **kwargs)
-
-
-def salesforce_session(base_url: str, instance_url: str = DEFAULT_INSTANCE_URL) -> requests.Session:
-    """A session for simple-salesforce whose requests to the login hosts and to
-    `instance_url`'s host go to the sandbox at `base_url` (e.g.
-    `http://127.0.0.1:8800/salesforce`); requests to any other URL are untouched."""
-    session = requests.Session()
-    adapter = SandboxAdapter(base_url)
-    for host in (*LOGIN_HOSTS, urlsplit(instance_url).netloc):
-        session.mount(f"https://{host}/", adapter)
-    return session
 
 
 # --------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ if _TWIN is not None:
 else:
     TEST_ROOT = Path(tempfile.mkdtemp(prefix="leadflow-tests-"))
     TEST_HOME = TEST_ROOT / "home"
-    _mongo_port, _prefect_port, _sandbox_port, _api_port = free_ports(4)
+    _mongo_port, _prefect_port, _sandbox_port, _api_port, _smtp_port = free_ports(5)
     # A developer's own external services must not be used (or written to) by the tests.
     for _key in ("LEADFLOW_MONGODB_URI", "LEADFLOW_PREFECT_API_URL", "PREFECT_API_URL"):
         os.environ.pop(_key, None)
@@ -89,6 +89,10 @@ else:
             "LEADFLOW_HUNTER_VERIFY_POLL_INTERVAL": "0.1",
             "LEADFLOW_SANDBOX_COMPANY_REQUESTS_PER_MINUTE": "60000",
             "LEADFLOW_ENRICHMENT_WORKERS": "8",
+            # The CRM stand-ins' rate limits far above what the tests send (their limits are
+            # tested in tests/test_crm_*.py), so pipeline runs do not wait on them.
+            "LEADFLOW_SANDBOX_CRM_PIPEDRIVE_REQUESTS_PER_TWO_SECONDS": "100000",
+            "LEADFLOW_SANDBOX_CRM_HUBSPOT_REQUESTS_PER_TEN_SECONDS": "100000",
             # Budgets above the demo's needs, so a second run's Hunter bill shows the cache only.
             "LEADFLOW_HUNTER_RUN_SEARCH_BUDGET": "5000",
             "LEADFLOW_HUNTER_RUN_VERIFICATION_BUDGET": "5000",
@@ -98,6 +102,7 @@ else:
             "LEADFLOW_PREFECT_PORT": str(_prefect_port),
             "LEADFLOW_SANDBOX_PORT": str(_sandbox_port),
             "LEADFLOW_API_PORT": str(_api_port),
+            "LEADFLOW_SMTP_PORT": str(_smtp_port),
         }
     )
     # Prefect warns at import if its home does not exist yet.

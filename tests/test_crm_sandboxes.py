@@ -1,5 +1,5 @@
 """The sandbox CRMs over real HTTP, driven by the real clients: simple-salesforce (through
-`salesforce_session`), hubspot-api-client, and httpx for Pipedrive.
+`connectors.salesforce.salesforce_session`), hubspot-api-client, and httpx for Pipedrive.
 
 Each CRM runs in its own uvicorn thread on a free port and a fake clock, so token expiry and
 rate windows move only when a test says so; before each test its control route resets it with
@@ -51,17 +51,13 @@ from simple_salesforce.exceptions import (
 )
 from starlette.responses import Response
 
+from connectors.salesforce import salesforce_session
 from leadflow.settings import get_settings
 from sandbox.crm_faults import FaultConfig, Faults
 from sandbox.directory.generate import generate
 from sandbox.hubspot import HubSpotSandbox, hubspot_app
 from sandbox.pipedrive import PipedriveSandbox, pipedrive_app
-from sandbox.salesforce import (
-    SalesforceSandbox,
-    SalesforceSandboxConfig,
-    salesforce_app,
-    salesforce_session,
-)
+from sandbox.salesforce import SalesforceSandbox, SalesforceSandboxConfig, salesforce_app
 from sandbox.server import SandboxConfig, build_app
 from tests.servers import serve_in_thread
 

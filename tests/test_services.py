@@ -99,6 +99,7 @@ def test_status_shows_every_service_up(services: RunningServices) -> None:
     assert lines["sandbox"] == ["sandbox", "up", s.sandbox_url]
     assert lines["worker"] == ["worker", "up", f"pool {s.work_pool}"]
     assert lines["api"] == ["api", "up", f"http://127.0.0.1:{s.api_port}"]
+    assert lines["mail"] == ["mail", "up", f"smtp://127.0.0.1:{s.smtp_port}"]
 
 
 def test_up_again_is_a_no_op(services: RunningServices) -> None:
@@ -181,7 +182,7 @@ def test_mongo_db_fixture_is_clean_and_unique(mongo_db: Database) -> None:
 
 def test_down_stops_everything(tmp_path: Path) -> None:
     """A second, separate stack (own home and ports): up, then down, then nothing is left."""
-    mongo_port, prefect_port, sandbox_port, api_port = free_ports(4)
+    mongo_port, prefect_port, sandbox_port, api_port, smtp_port = free_ports(5)
     settings = Settings(
         _env_file=None,
         home=tmp_path / "home",
@@ -189,13 +190,14 @@ def test_down_stops_everything(tmp_path: Path) -> None:
         prefect_port=prefect_port,
         sandbox_port=sandbox_port,
         api_port=api_port,
+        smtp_port=smtp_port,
     )
     try:
         svc.up(settings)
         statuses = svc.status(settings)
         assert all(st.up for st in statuses), statuses
         pids = [st.pid for st in statuses if st.pid is not None]
-        assert len(pids) == 5
+        assert len(pids) == 6
         trees = [proc for pid in pids for proc in psutil.Process(pid).children(recursive=True)]
     finally:
         svc.down(settings)
@@ -205,5 +207,5 @@ def test_down_stops_everything(tmp_path: Path) -> None:
         assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     assert not any(svc.pid_file(settings, name).exists() for name in svc.SERVICE_NAMES)
     assert not any(st.up for st in svc.status(settings))
-    for port in (mongo_port, prefect_port, sandbox_port, api_port):
+    for port in (mongo_port, prefect_port, sandbox_port, api_port, smtp_port):
         assert not svc.port_in_use("127.0.0.1", port)

@@ -1,0 +1,173 @@
+"""CRM sync end to end: the engine (tasks/sync.py), its ledger in MongoDB and the real
+connectors against the sandbox CRMs on the session's sandbox server, with seeded faults."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from pymongo.database import Database
+
+from flows.crm_sync import dead_letter_report
+from leadflow.settings import Settings
+from models.crm import load_mapping
+from models.lead import Address, Lead, Score
+from tasks.sync import LEDGER, CrmSync, Ledger, build_clients
+from tests.conftest import RunningServices, leadflow_env
+
+# Object kinds each sandbox counts, and the ledger's external-id key of each.
+KINDS = {
+    "salesforce": {"leads": "Lead"},
+    "hubspot": {"contacts": "contact", "companies": "company"},
+    "pipedrive": {
+        "organizations": "organization",
+        "persons": "person",
+        "deals": "deal",
+        "notes": "note",
+    },
+}
+FAULTS_20 = {"error_share": 0.05, "throttle_share": 0.05, "timeout_share": 0.05,
+             "lost_response_share": 0.05, "timeout_seconds": 0.6}  # fmt: skip
+NO_FAULTS = {"error_share": 0, "throttle_share": 0, "timeout_share": 0, "lost_response_share": 0}
+# Fast connectors: short time-outs and backoff (the sandbox holds "timeouts" 0.6 s).
+FAST = {
+    "LEADFLOW_SALESFORCE_TIMEOUT": "0.3", "LEADFLOW_SALESFORCE_BACKOFF": "0.05",
+    "LEADFLOW_SALESFORCE_BACKOFF_MAX": "1", "LEADFLOW_HUBSPOT_TIMEOUT": "0.3",
+    "LEADFLOW_HUBSPOT_BACKOFF": "0.05", "LEADFLOW_HUBSPOT_BACKOFF_MAX": "0.1",
+    "LEADFLOW_PIPEDRIVE_TIMEOUT": "0.3", "LEADFLOW_PIPEDRIVE_BACKOFF": "0.05",
+    "LEADFLOW_PIPEDRIVE_BACKOFF_MAX": "0.1",
+    # Search for an unclear create only once the sandbox's held ("timeout") writes landed.
+    "LEADFLOW_PIPEDRIVE_WRITE_SETTLE": "0.8",
+}  # fmt: skip
+# Each CRM's own rate limit, raised so the test measures faults, not waiting (the limits
+# themselves are tested in tests/test_crm_<crm>.py).
+ROOMY = {
+    "hubspot": {"requests_per_ten_seconds": 100_000},
+    "pipedrive": {"requests_per_two_seconds": 100_000},
+}
+
+
+def make_leads(n: int, prefix: str) -> list[Lead]:
+    return [
+        Lead(
+            lead_id=f"{prefix}{i:05d}",
+            name=f"{prefix} Dental {i}",
+            category="dentist",
+            address=Address(
+                street=f"{i} Main St", city="Austin", state="TX", postal_code="78701", country="US"
+            ),
+            phone=f"+1512555{i:04d}",
+            website=f"http://dental{i}.test",
+            domain=f"dental{i}.test",
+            best_email=f"office@dental{i}.test" if i % 3 else None,
+            score=Score(
+                value=float(i % 100), reasons=["phone number"], model_version="heuristic-1"
+            ),
+        )
+        for i in range(n)
+    ]
+
+
+@dataclass
+class Crms:
+    url: str
+    destinations: list[str]
+
+    def control(self, destination: str, **knobs: Any) -> None:
+        answer = httpx.post(f"{self.url}/{destination}/__sandbox/state", json=knobs, timeout=10)
+        assert answer.status_code == 200, answer.text
+
+    def truth(self, destination: str) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/{destination}/__sandbox/truth", timeout=30).json()
+
+
+@pytest.fixture
+def crms(services: RunningServices) -> Iterator[Crms]:
+    crms = Crms(services.sandbox_url, ["salesforce", "hubspot", "pipedrive"])
+    for destination in crms.destinations:
+        crms.control(destination, reset=True, **NO_FAULTS, **ROOMY.get(destination, {}))
+    yield crms
+    for destination in crms.destinations:
+        crms.control(destination, **NO_FAULTS)
+
+
+def engine(settings: Settings, db: Database, destinations: list[str], **options: Any) -> CrmSync:
+    mapping = load_mapping(settings.crm_mapping)
+    clients = build_clients(mapping, settings)
+    ledger = Ledger(db[LEDGER])
+    ledger.ensure_indexes()
+    return CrmSync(mapping, {d: clients[d] for d in destinations}, ledger, **options)
+
+
+def assert_exactly_once(crms: Crms, destination: str, lead_ids: set[str], db: Database) -> None:
+    truth = crms.truth(destination)
+    ledger = {d["lead_id"]: d for d in db[LEDGER].find({"destination": destination})}
+    for kind, ledger_key in KINDS[destination].items():
+        records = truth[kind]
+        assert records["duplicates"] in ({}, []), (destination, kind, records["duplicates"])
+        assert records["count"] == len(lead_ids), (destination, kind, records["count"])
+        ids = {str(r.get("id") or r.get("Id")) for r in records["records"]}
+        for lead_id in lead_ids:
+            assert ledger[lead_id]["status"] == "synced", ledger[lead_id]
+            assert str(ledger[lead_id]["external_ids"][ledger_key]) in ids
+
+
+def test_faulty_crms_end_with_every_lead_exactly_once_and_replays_send_nothing(
+    services: RunningServices, crms: Crms, mongo_db: Database
+) -> None:
+    leads = make_leads(200, "S")
+    with leadflow_env(**FAST) as settings:
+        sync = engine(settings, mongo_db, crms.destinations, retry_backoff=0, max_attempts=50)
+        for destination in crms.destinations:
+            crms.control(destination, **FAULTS_20)
+        first = sync.sync(leads)
+        rounds = 1
+        by_id = {lead.lead_id: lead for lead in leads}
+        while rounds < 40 and any(
+            sync.ledger.due(d, sync.clock(), 1000) for d in crms.destinations
+        ):
+            sync.retry_due(lambda ids: [by_id[i] for i in ids])
+            rounds += 1
+        for destination in crms.destinations:
+            crms.control(destination, **NO_FAULTS)
+        # Held ("timeout") requests land late: let them, then count.
+        import time
+
+        time.sleep(0.8)
+        lead_ids = {lead.lead_id for lead in leads if lead.lead_id}
+        for destination in crms.destinations:
+            assert_exactly_once(crms, destination, lead_ids, mongo_db)
+            assert first[destination].considered == 200
+
+        again = sync.sync(leads)
+        assert all(c.sent == 0 and c.unchanged == 200 for c in again.values()), again
+
+        changed = leads[5].model_copy(update={"phone": "+15125550000"})
+        once = sync.sync([*leads[:5], changed, *leads[6:]])
+        for destination, counts in once.items():
+            assert (counts.sent, counts.updated, counts.created) == (1, 1, 0), (destination, counts)
+        for destination in crms.destinations:
+            assert_exactly_once(crms, destination, lead_ids, mongo_db)
+
+
+def test_an_always_failing_crm_dead_letters_every_lead_with_the_reason(
+    services: RunningServices, crms: Crms, mongo_db: Database
+) -> None:
+    destination = crms.destinations[0]
+    leads = make_leads(5, "D")
+    with leadflow_env(**FAST, LEADFLOW_SALESFORCE_MAX_RETRIES="0") as settings:
+        sync = engine(settings, mongo_db, [destination], retry_backoff=0, max_attempts=3)
+        crms.control(destination, error_share=1.0)
+        for _ in range(3):
+            sync.sync_destination(destination, leads)  # type: ignore[arg-type]
+    dead = sync.ledger.dead(destination)
+    assert sorted(d["lead_id"] for d in dead) == sorted(lead.lead_id for lead in leads)  # type: ignore[type-var]
+    assert all(d["attempts"] == 3 and d["last_error"] for d in dead)
+    report = dead_letter_report(dead)
+    assert all(lead.lead_id in report for lead in leads if lead.lead_id)
+    # Dead letters are not retried by later syncs.
+    crms.control(destination, error_share=0)
+    assert sync.sync_destination(destination, leads).sent == 0  # type: ignore[arg-type]
