@@ -155,10 +155,16 @@ def lead_pipeline(spec: SearchSpec) -> dict[str, Any]:
     deduped.leads = score_task.with_options(**retrying)(deduped.leads, run_id)
     deduped.keep(validate_task.with_options(**retrying)(deduped.leads, run_id))
     loaded = load_task.with_options(**retrying)(deduped, run_id)
-    sync_task(deduped.leads, deduped.tombstones, run_id)
-    webhooks_task(deduped.leads, run_id)
+    synced = sync_task(deduped.leads, deduped.tombstones, run_id)
+    delivered = webhooks_task(deduped.leads, run_id)
 
     summary = run_summary(spec, crawls, leads, deduped, enriched, loaded)
+    for crm, counts in synced.items():
+        summary[f"crm_{crm}"] = (
+            f"sent {counts['sent']} (new {counts['created']}), unchanged {counts['unchanged']}, "
+            f"failed {counts['failed']}, dead {counts['dead']}, throttled {counts['throttled']}"
+        )
+    summary["webhooks_delivered"] = delivered.get("delivered", 0)
     create_markdown_artifact(
         key="run-summary",
         markdown=_summary_markdown(run_id, summary),

@@ -158,13 +158,19 @@ def forget(
         f"{report.kind} forgotten (sha256 {report.value_hash[:12]}…): "
         f"{report.leads_changed} leads changed, {report.leads_deleted} deleted, "
         f"{report.cache_entries} cache entries, {report.quarantine_rows} quarantine rows, "
-        f"{len(report.files)} files, {report.artifacts} artifacts; suppressed from now on"
+        f"{len(report.files)} files, {report.artifacts} artifacts, "
+        f"{report.webhook_entries} webhook log entries, {report.ledger_entries} CRM ledger "
+        f"entries, {report.crm_records_cleared} CRM records; suppressed from now on"
     )
+    for problem in report.crm_errors:
+        console.print(f"[red]CRM: {problem}")
     if report.artifacts_error:
         console.print(
             f"[red]the Prefect artifacts could not be checked ({report.artifacts_error}); run "
             "the command again once `leadflow status` shows Prefect up"
         )
+        raise typer.Exit(1)
+    if report.crm_errors:
         raise typer.Exit(1)
 
 

@@ -5,7 +5,10 @@ What is erased, for an email (or every email at a domain):
 - the enrichment cache (Hunter domain-search answers listing it, its verification);
 - quarantine payloads (the value is replaced by `[forgotten]`);
 - the raw files under `LEADFLOW_HOME/runs/` (crawl feeds, logs, Data Docs): same replacement;
-- Prefect artifacts whose text contains it (rewritten).
+- Prefect artifacts whose text contains it (rewritten);
+- the webhook delivery log and the CRM sync ledger (error texts, dead letters), and, in each
+  CRM the ledger says has the lead, the email on the lead's records (cleared through the
+  CRM's API; a merged lead's survivor too).
 For a lead id: the lead document itself (its tombstones point nowhere afterwards), plus its
 emails as above. The value then joins the suppression list, stored only as a hash, so no
 later run stores it again: the enrich stage drops suppressed emails before load, quarantine
@@ -53,6 +56,10 @@ class ForgetReport:
     files: list[str] = field(default_factory=list)
     artifacts: int = 0
     artifacts_error: str | None = None  # the Prefect server could not be reached
+    webhook_entries: int = 0
+    ledger_entries: int = 0
+    crm_records_cleared: int = 0
+    crm_errors: list[str] = field(default_factory=list)
 
 
 class Forgetter:
@@ -64,18 +71,22 @@ class Forgetter:
         value = normalise_value(kind, value)
         report = ForgetReport(kind=kind, value_hash=suppression_hash(kind, value))
         emails: set[str] = set()
+        affected: set[str] = set()
         if kind == "lead_id":
             emails |= self._delete_lead(value, report)
+            affected.add(value)
         # Added first: whatever runs meanwhile already drops the value.
         self.store.suppress(kind, value, reason="forget")
         for email in emails:
             self.store.suppress("email", email, reason="forget (lead id)")
         suppressed = self.store.suppressions()
         extra = sorted({value, *emails}) if kind != "domain" else sorted(emails)
-        self._leads(suppressed, kind, value, report)
+        affected |= self._leads(suppressed, kind, value, report)
         self._cache(suppressed, kind, value, report)
         self._quarantine(suppressed, extra, report)
         self._files(suppressed, extra, report)
+        self._deliveries(kind, value, emails, report)
+        self._crms(suppressed, extra, affected, report)
         try:
             report.artifacts = scrub_artifacts(self.settings, suppressed, extra)
         except (httpx.HTTPError, PrefectException, OSError) as exc:
@@ -98,7 +109,9 @@ class Forgetter:
 
     def _leads(
         self, suppressed: Suppressions, kind: SuppressionKind, value: str, report: ForgetReport
-    ) -> None:
+    ) -> set[str]:
+        """Scrub the value from the leads; the ids of the leads that had it."""
+        changed: set[str] = set()
         if kind == "domain":
             query: dict[str, Any] = {"domain": {"$in": [value]}}
         else:
@@ -123,6 +136,58 @@ class Forgetter:
                 fields["enrichment.website.emails"] = site_kept
             self.store.leads.update_one({"lead_id": lead.lead_id}, {"$set": fields})
             report.leads_changed += 1
+            changed.add(str(lead.lead_id))
+        return changed
+
+    # --- deliveries: webhooks and CRMs -------------------------------------------------------
+
+    def _deliveries(
+        self, kind: SuppressionKind, value: str, emails: set[str], report: ForgetReport
+    ) -> None:
+        from connectors.webhooks import scrub_webhook_logs
+
+        report.webhook_entries += scrub_webhook_logs(self.store.db, value, kind)
+        for email in emails:  # a forgotten lead's emails appear in error texts by value
+            report.webhook_entries += scrub_webhook_logs(self.store.db, email, "email")
+
+    def _crms(
+        self, suppressed: Suppressions, extra: list[str], affected: set[str], report: ForgetReport
+    ) -> None:
+        """Scrub the ledger's texts; clear the email in the CRM records of the affected leads
+        (and of the survivors they were merged into, which hold the merged emails)."""
+        from models.crm import CrmError, load_mapping
+        from tasks.sync import LEDGER, build_clients
+
+        ledger = self.store.db[LEDGER]
+        for doc in ledger.find({"last_error": {"$ne": None}}):
+            cleaned = scrub_text(str(doc["last_error"]), suppressed, extra)
+            if cleaned != doc["last_error"]:
+                ledger.update_one({"_id": doc["_id"]}, {"$set": {"last_error": cleaned}})
+                report.ledger_entries += 1
+        if not affected:
+            return
+        entries = list(ledger.find({"lead_id": {"$in": sorted(affected)}}))
+        survivors = {e["merged_into"] for e in entries if e.get("merged_into")}
+        if survivors:
+            entries += list(ledger.find({"lead_id": {"$in": sorted(survivors)}}))
+        targets = [e for e in entries if e.get("external_ids")]
+        if not targets:
+            return
+        try:
+            clients = build_clients(load_mapping(Path(self.settings.crm_mapping)), self.settings)
+        except (CrmError, ValueError) as exc:
+            report.crm_errors.append(f"CRM clients: {exc}")
+            return
+        for entry in targets:
+            client = clients.get(entry["destination"])
+            if client is None:
+                report.crm_errors.append(f"{entry['destination']}: not configured; clear by hand")
+                continue
+            try:
+                client.clear_email(dict(entry["external_ids"]))
+                report.crm_records_cleared += 1
+            except CrmError as exc:
+                report.crm_errors.append(f"{entry['destination']} {entry['lead_id']}: {exc}")
 
     def _cache(
         self, suppressed: Suppressions, kind: SuppressionKind, value: str, report: ForgetReport

@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from typer.testing import CliRunner
@@ -61,6 +62,26 @@ def places_holding(value: str, store: LeadStore, home: Path) -> list[str]:
     return found
 
 
+def crm_records_holding(
+    value: str, lead_id: str, store: LeadStore, settings: Settings
+) -> list[str]:
+    """The CRM records (by the sync ledger's ids for this lead) in the sandbox CRMs whose
+    content mentions `value`."""
+    found = []
+    for entry in store.db["crm_sync"].find({"lead_id": lead_id}):
+        truth = httpx.get(
+            f"{settings.sandbox_url}/{entry['destination']}/__sandbox/truth", timeout=30
+        )
+        ids = {str(v) for v in entry.get("external_ids", {}).values()}
+        for kind, records in truth.json().items():
+            for record in records.get("records", []):
+                if str(record.get("id") or record.get("Id")) in ids and value in json.dumps(record):
+                    found.append(
+                        f"{entry['destination']} {kind} {record.get('id') or record.get('Id')}"
+                    )
+    return found
+
+
 def test_forget_an_email_everywhere_and_a_later_run_does_not_bring_it_back(
     own_home_and_db: Settings,
 ) -> None:
@@ -76,11 +97,17 @@ def test_forget_an_email_everywhere_and_a_later_run_does_not_bring_it_back(
     assert any(p.startswith("mongodb leads") for p in before)
     assert any(p.startswith("file") for p in before)  # the website crawl's raw output
 
+    # The run synced the lead to the three CRMs, email included.
+    synced = store.db["crm_sync"].count_documents({"lead_id": lead["lead_id"], "status": "synced"})
+    assert synced == 3
+    assert crm_records_holding(email, lead["lead_id"], store, settings)
+
     result = CliRunner().invoke(app, ["forget", email])
     assert result.exit_code == 0, result.output
     assert "email forgotten" in result.output
 
     assert places_holding(email, store, settings.home_dir) == []
+    assert crm_records_holding(email, lead["lead_id"], store, settings) == []
     # Only a hash is kept, so the list itself holds nothing personal.
     assert store.suppression.find_one({"_id": suppression_hash("email", email)}) is not None
 

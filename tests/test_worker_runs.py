@@ -4,12 +4,17 @@ Running forever. Only these tests pay for deployment + worker; the rest run flow
 
 from __future__ import annotations
 
+import email
+import email.policy
+import mailbox
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
 from uuid import UUID
 
 import httpx
@@ -21,6 +26,7 @@ from prefect.deployments import run_deployment
 from leadflow import services as svc
 from leadflow.runner import DEPLOYMENT
 from leadflow.settings import get_settings
+from tasks.notify_email import RUN_HEADER
 from tests.conftest import RunningServices
 
 
@@ -73,6 +79,20 @@ def test_leadflow_run_goes_through_the_deployment_and_a_worker(services: Running
     assert services.prefect_ui_url in completed.stdout
 
 
+def wait_for_mail(maildir: Path, flow_run_id: str, timeout: float) -> EmailMessage:
+    """The alert e-mail about `flow_run_id` once it is in the Maildir."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if maildir.exists():
+            box = mailbox.Maildir(maildir, factory=None, create=False)
+            for key in box.iterkeys():
+                message = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
+                if message[RUN_HEADER] == flow_run_id:
+                    return message  # type: ignore[return-value]
+        time.sleep(1)
+    raise AssertionError(f"no alert e-mail about {flow_run_id} in {maildir} after {timeout}s")
+
+
 def test_killed_worker_leaves_the_run_crashed_not_running(
     services: RunningServices, run_db: str
 ) -> None:
@@ -109,6 +129,14 @@ def test_killed_worker_leaves_the_run_crashed_not_running(
         assert message and "heartbeat" in message.lower()
     finally:
         svc.up(settings)  # a new worker for whatever runs next
+
+    # No process of the run is left to report it: the Crashed-run automation starts the
+    # crashed-alert deployment, whose run (on the new worker) e-mails the alert through the
+    # local SMTP service into its Maildir.
+    alert = wait_for_mail(settings.home_dir / "mail", str(flow_run.id), timeout=120)
+    assert "CRASHED" in alert["Subject"]
+    body = alert.get_body(("plain",))
+    assert body is not None and "heartbeat" in body.get_content().lower()
 
 
 def test_ctrl_c_on_leadflow_run_cancels_the_run(services: RunningServices) -> None:
