@@ -10,8 +10,10 @@ from typing import Any
 import httpx
 import pytest
 from pymongo.database import Database
+from typer.testing import CliRunner
 
 from flows.crm_sync import dead_letter_report
+from leadflow.cli import app
 from leadflow.settings import Settings
 from models.crm import load_mapping
 from models.lead import Address, Lead, Score
@@ -168,6 +170,38 @@ def test_an_always_failing_crm_dead_letters_every_lead_with_the_reason(
     assert all(d["attempts"] == 3 and d["last_error"] for d in dead)
     report = dead_letter_report(dead)
     assert all(lead.lead_id in report for lead in leads if lead.lead_id)
-    # Dead letters are not retried by later syncs.
+    # Dead letters are not retried by later syncs...
     crms.control(destination, error_share=0)
     assert sync.sync_destination(destination, leads).sent == 0  # type: ignore[arg-type]
+    # ...until `leadflow crm retry` puts them back; `leadflow crm dead` lists them with reasons.
+    with leadflow_env(LEADFLOW_MONGODB_DB=mongo_db.name):
+        listed = CliRunner().invoke(app, ["crm", "dead", "--crm", destination])
+        assert listed.exit_code == 1 and all(lead.lead_id in listed.output for lead in leads)
+        retried = CliRunner().invoke(app, ["crm", "retry", "--crm", destination])
+        assert retried.exit_code == 0 and "5 dead letter(s) back to pending" in retried.output
+        assert CliRunner().invoke(app, ["crm", "dead"]).exit_code == 0
+    assert sync.sync_destination(destination, leads).sent == 5  # type: ignore[arg-type]
+
+
+def test_merged_leads_merge_in_the_crms_that_can_and_are_marked_where_not(
+    services: RunningServices, crms: Crms, mongo_db: Database
+) -> None:
+    survivor, tombstone = make_leads(2, "M")
+    with leadflow_env(**FAST) as settings:
+        sync = engine(settings, mongo_db, crms.destinations, retry_backoff=0)
+        assert all(c.created == 2 for c in sync.sync([survivor, tombstone]).values())
+        gone = tombstone.model_copy(update={"merged_into": survivor.lead_id})
+        counts = sync.sync([survivor], [gone])
+    assert all(c.merged == 1 for c in counts.values()), counts
+    ledger = {d["destination"]: d for d in mongo_db[LEDGER].find({"lead_id": tombstone.lead_id})}
+    assert {d: e["status"] for d, e in ledger.items()} == dict.fromkeys(crms.destinations, "merged")
+    # HubSpot and Pipedrive merge the records: one contact / person is left.
+    assert crms.truth("hubspot")["contacts"]["count"] == 1
+    assert crms.truth("pipedrive")["persons"]["count"] == 1
+    # Salesforce's API cannot merge leads: the tombstone's record says where it went.
+    records = {r["Leadflow_Lead_Id__c"]: r for r in crms.truth("salesforce")["leads"]["records"]}
+    assert records[tombstone.lead_id]["Leadflow_Merged_Into__c"] == survivor.lead_id
+    # A replay of the same merge does nothing more.
+    with leadflow_env(**FAST) as settings:
+        again = engine(settings, mongo_db, crms.destinations).sync([survivor], [gone])
+    assert all(c.merged == 0 and c.sent == 0 for c in again.values()), again
