@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -21,31 +19,14 @@ from typer.testing import CliRunner
 from api.keys import KEY_PATTERN, ApiKeys, Scope, parse_scopes
 from connectors.mongo import CommandCounter
 from leadflow.cli import app
-from leadflow.services import free_ports, mongo_ping, venv_bin
 from tests.conftest import leadflow_env
+from tests.servers import embedded_mongo
 
 
 @pytest.fixture(scope="module")
 def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("keys-mongo")
-    (port,) = free_ports(1)
-    cmd = [
-        venv_bin("nx-27017"),
-        "--host", "127.0.0.1", "-p", str(port), "--data-dir", str(data),
-        "--pid-file", str(data / "nx.pid"), "--log-file", str(data / "nx.log"),
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"mongodb://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 20
-        while not mongo_ping(url, timeout=0.2):
-            assert proc.poll() is None, "nx-27017 exited"
-            assert time.monotonic() < deadline, "nx-27017 did not answer ping"
-            time.sleep(0.05)
+    with embedded_mongo(tmp_path_factory.mktemp("keys-mongo")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,7 +38,7 @@ from connectors.mongo import LeadStore, shared_store
 from flows.reports import crashed_alert
 from leadflow.alerts import ALERTED_FLOWS, CRASHED_ALERT_DEPLOYMENT, crashed_alert_automation
 from leadflow.prefect_setup import PREFECT_YAML
-from leadflow.services import free_ports, mongo_ping, venv_bin
+from leadflow.services import free_ports
 from leadflow.settings import Settings
 from models.lead import Address, Email, Lead, Score, utcnow
 from tasks.notify_email import (
@@ -53,6 +52,7 @@ from tasks.notify_email import (
     weekly_report_email,
 )
 from tests.conftest import leadflow_env
+from tests.servers import embedded_mongo
 
 RECIPIENTS = ["ops@leadflow.test", "sales@leadflow.test"]
 PREFECT_API = "http://prefect.leadflow.test:4200/api"
@@ -113,25 +113,8 @@ def bodies(message: EmailMessage) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("email-mongo")
-    (port,) = free_ports(1)
-    cmd = [
-        venv_bin("nx-27017"),
-        "--host", "127.0.0.1", "-p", str(port), "--data-dir", str(data),
-        "--pid-file", str(data / "nx.pid"), "--log-file", str(data / "nx.log"),
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"mongodb://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 20
-        while not mongo_ping(url, timeout=0.2):
-            assert proc.poll() is None, "nx-27017 exited"
-            assert time.monotonic() < deadline, "nx-27017 did not answer ping"
-            time.sleep(0.05)
+    with embedded_mongo(tmp_path_factory.mktemp("email-mongo")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import json
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,11 +40,10 @@ from connectors.webhooks import (
     scrub_webhook_logs,
 )
 from leadflow.cli import app
-from leadflow.services import free_ports, mongo_ping, venv_bin
 from leadflow.settings import PROJECT_DIR, Settings
 from models.lead import Address, CompanyFacts, Enrichment, Lead, Score, new_lead_id, utcnow
 from tests.conftest import leadflow_env
-from tests.servers import serve_in_thread
+from tests.servers import embedded_mongo, serve_in_thread
 
 TIMEOUT = 0.3  # seconds per attempt; the receiver's "timeout" answer takes twice that
 FAST = {  # what the tests shrink: backoff 0.01 s doubling, at most 2 s (Retry-After: 1 fits)
@@ -130,25 +128,8 @@ def new_secret() -> str:
 
 @pytest.fixture(scope="module")
 def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("webhooks-mongo")
-    (port,) = free_ports(1)
-    cmd = [
-        venv_bin("nx-27017"),
-        "--host", "127.0.0.1", "-p", str(port), "--data-dir", str(data),
-        "--pid-file", str(data / "nx.pid"), "--log-file", str(data / "nx.log"),
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"mongodb://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 20
-        while not mongo_ping(url, timeout=0.2):
-            assert proc.poll() is None, "nx-27017 exited"
-            assert time.monotonic() < deadline, "nx-27017 did not answer ping"
-            time.sleep(0.05)
+    with embedded_mongo(tmp_path_factory.mktemp("webhooks-mongo")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
