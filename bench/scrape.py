@@ -70,6 +70,7 @@ class Sandbox:
         import httpx
 
         self.port = free_port()
+        self.log = folder / "sandbox.log"
         env = {
             **os.environ,
             "LEADFLOW_SANDBOX_CAPTCHA_SOLVE_SECONDS": str(args.solve_seconds),
@@ -83,13 +84,14 @@ class Sandbox:
                 "--data-dir", str(folder / "sandbox"), "--latency-ms", "0",
                 "--maps-latency-ms", str(args.latency_ms), "--captcha-share", "0",
             ],
-            cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            # A log file, not a pipe: an unread pipe fills up and freezes the server.
+            cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
         )  # fmt: skip
         self.http = httpx.Client(timeout=30)
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
-                raise SystemExit(f"sandbox died: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                raise SystemExit(f"sandbox died: {self.log.read_text()[-2000:]}")
             try:
                 if self.http.get(f"{self.url}/health", timeout=1).status_code == 200:
                     break

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import anyio
+import httpx
 from bson import ObjectId
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
 from api.deps import ApiState, Guard, State
 from api.errors import AUTH_RESPONSES, ApiError, ErrorBody
@@ -23,6 +25,7 @@ from leadflow.logs import request_id_var
 from leadflow.runner import FINAL_STATES
 from models.search import SearchSpec
 
+log = logging.getLogger("leadflow.api.runs")
 router = APIRouter(prefix="/runs", tags=["runs"], responses=AUTH_RESPONSES)
 
 RUNS_SORT = "-created_at"
@@ -146,6 +149,12 @@ async def start_pipeline_run(
     except ObjectNotFound:
         state.deployment_ids.clear()  # re-registered under a new id: look it up again
         raise ApiError(503, "The deployment changed on the Prefect server; retry.") from None
+    except (PrefectHTTPStatusError, httpx.HTTPError) as exc:
+        # Prefect's client has already retried (its SQLite server answers 503 when busy).
+        log.warning("Prefect did not create the run: %s", exc)
+        raise ApiError(
+            503, "The Prefect server is unavailable; retry shortly.", headers={"Retry-After": "5"}
+        ) from None
     run_id = str(flow_run.id)
     fields: dict[str, Any] = {
         "state": "SCHEDULED",
