@@ -40,6 +40,7 @@ demo: install
 	LEADFLOW_SANDBOX_CAPTCHA_SHARE=$${LEADFLOW_SANDBOX_CAPTCHA_SHARE:-0.1} $(BIN)/leadflow up
 	$(BIN)/leadflow run --limit 1000
 	$(BIN)/leadflow run --source google_maps --source directory --location "Austin, TX" --limit 300
+	$(BIN)/leadflow crm status
 	$(BIN)/leadflow status
 	@$(BIN)/python -c "from leadflow.settings import get_settings as g; u = g().api_url; print(f'API {u}  docs {u}/docs  (key: leadflow keys create --name me --scopes admin)')"
 
@@ -50,6 +51,7 @@ down: install
 	$(BIN)/leadflow down
 
 status: install
+	$(BIN)/leadflow crm status
 	$(BIN)/leadflow status
 
 lint: install

@@ -27,7 +27,9 @@ s), at most `backoff_max`; a 429 past the retries, or HubSpot's DAILY policy, en
 the records not done get `throttled` outcomes and no further request is made. A record HubSpot
 refuses for its data (an invalid email or number, an email another contact holds) fails on its
 own, not retryable, with HubSpot's message: a refused batch is split in halves until the
-refused records are found. 401/403 raise `CrmError` (a private-app token cannot be renewed
+refused records are found. One refusal is expected, not an error: HubSpot holds one contact
+per email, and branches of a chain often share one, so a contact whose email another lead's
+contact already holds is sent again without the email (the lead_id still identifies it). 401/403 raise `CrmError` (a private-app token cannot be renewed
 here). Empty mapped values are left out of the payload, so a value someone typed into HubSpot
 is not wiped by a lead that lacks it. Responses are read as raw JSON, not the client's models:
 its v4 batch association method maps no 207 answer, and its models reject enum values they do
@@ -42,7 +44,7 @@ import threading
 import time
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,6 +134,7 @@ class _Written:
 class _Failure:
     error: str
     retryable: bool
+    conflict: bool = False  # a unique value (e.g. the email) belongs to another record
 
 
 @dataclass
@@ -405,11 +408,33 @@ class HubSpotClient:
             message = f"HubSpot {kind} upsert: {category}: {error.get('message')}"
             for value in (error.get("context") or {}).get("ids") or []:
                 found.setdefault(
-                    str(value).lower(), _Failure(message, category not in REFUSED_CATEGORIES)
+                    str(value).lower(),
+                    _Failure(
+                        message,
+                        category not in REFUSED_CATEGORIES,
+                        conflict=category == "CONFLICT",
+                    ),
                 )
         missing = _Failure(f"HubSpot {kind} upsert: no result for this record", True)
         # HubSpot matches unique values without regard to case; so does this lookup.
-        return {r.lead_id: found.get(r.lead_id.lower(), missing) for r in records}
+        results = {r.lead_id: found.get(r.lead_id.lower(), missing) for r in records}
+        shared_email = [
+            r
+            for r in records
+            if name == "contact"
+            and (r.objects.get(name) or {}).get("email")
+            and isinstance(failure := results[r.lead_id], _Failure)
+            and failure.conflict
+        ]
+        if shared_email:
+            log.info(
+                "%d HubSpot contacts share their email with another contact: sent without it",
+                len(shared_email),
+            )
+            results.update(
+                self._upsert_objects(name, [_without(r, name, "email") for r in shared_email])
+            )
+        return results
 
     def _associate(self, lead_ids: Sequence[str], progress: dict[str, _Progress]) -> None:
         pairs = [
@@ -595,6 +620,11 @@ def _check_options(mapping: DestinationMapping) -> str | None:
         )
     list_id = options.get("list_id")
     return None if list_id in (None, "") else str(list_id)
+
+
+def _without(record: MappedLead, name: str, crm_field: str) -> MappedLead:
+    objects = {**record.objects, name: {**record.objects[name], crm_field: None}}
+    return replace(record, objects=objects)
 
 
 def _hubspot_values(values: Mapping[str, Any]) -> dict[str, str]:

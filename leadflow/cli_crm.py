@@ -34,14 +34,11 @@ def _ledger():
 @crm_app.command("status")
 def status() -> None:
     """Ledger entries per CRM and status."""
-    rows = _ledger().collection.aggregate(
-        [{"$group": {"_id": {"d": "$destination", "s": "$status"}, "n": {"$sum": 1}}}]
-    )
     table = Table(title="CRM sync ledger")
     for column in ("CRM", "status", "leads"):
         table.add_column(column)
-    for row in sorted(rows, key=lambda r: (r["_id"]["d"], r["_id"]["s"])):
-        table.add_row(row["_id"]["d"], row["_id"]["s"], str(row["n"]))
+    for (destination, state), count in sorted(_ledger().counts().items()):
+        table.add_row(destination, state, str(count))
     console.print(table)
 
 
@@ -87,10 +84,15 @@ def retry(
 
 @crm_app.command("sync")
 def sync(limit: Annotated[int, typer.Option(help="Ledger entries per CRM.")] = 5000) -> None:
-    """Re-sync pending and failed entries now, in this process (the `crm-sync` flow)."""
-    from flows.crm_sync import crm_sync
+    """Re-sync pending and failed entries now, in this process (the `crm-sync` flow, reported
+    to the Prefect server like the scheduled ones)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    result = crm_sync(limit=limit)
+    from flows.crm_sync import crm_sync
+    from leadflow.settings import get_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: get_settings().prefect_api}):
+        result = crm_sync(limit=limit)
     console.print(result)
     if result.get("dead_letters"):
         console.print(f"{result['dead_letters']} dead letter(s): `leadflow crm dead` lists them.")

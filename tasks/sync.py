@@ -107,6 +107,21 @@ class Ledger:
             if d["status"] == "pending" or float(d.get("next_attempt_ts") or 0) <= now
         ]
 
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Entries per (destination, status)."""
+        # Grouped per destination on one field: a compound `$group` key is not understood by
+        # every MongoDB-wire server (the embedded one included).
+        return {
+            (destination, row["_id"]): row["n"]
+            for destination in sorted(self.collection.distinct("destination"))
+            for row in self.collection.aggregate(
+                [
+                    {"$match": {"destination": destination}},
+                    {"$group": {"_id": "$status", "n": {"$sum": 1}}},
+                ]
+            )
+        }
+
     def dead(self, destination: str | None = None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"status": "dead"}
         if destination:

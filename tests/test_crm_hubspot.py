@@ -197,21 +197,39 @@ def test_a_repeat_creates_nothing_and_a_change_updates_that_record_only(crm: Crm
 def test_records_hubspot_refuses_fail_alone_and_are_not_retryable(crm: Crm) -> None:
     records = mapped([lead(i) for i in range(8)])
     bad_email = map_lead(lead(3, best_email="not-an-email"), MAPPING)
-    same_email = map_lead(lead(5, best_email="info@biz1.test"), MAPPING)  # lead 1's address
-    records[3], records[5] = bad_email, same_email
+    records[3] = bad_email
 
     outcomes = client(crm).upsert(records, {})
 
     refused = {o.lead_id: o for o in outcomes if not o.ok}
-    assert set(refused) == {bad_email.lead_id, same_email.lead_id}
+    assert set(refused) == {bad_email.lead_id}
     assert all(not o.retryable and not o.throttled for o in refused.values())
     invalid = refused[bad_email.lead_id].error or ""
     assert "INVALID_EMAIL" in invalid and "Email address not-an-email is invalid" in invalid
-    conflict = refused[same_email.lead_id].error or ""
-    assert "CONFLICT" in conflict and "Contact already exists" in conflict
     # The company was written before the contact was refused: its id is kept for the retry.
     assert set(refused[bad_email.lead_id].external_ids) == {"company"}
-    assert crm.truth("contacts")["count"] == 6 and crm.truth("companies")["count"] == 8
+    assert crm.truth("contacts")["count"] == 7 and crm.truth("companies")["count"] == 8
+
+
+def test_a_lead_sharing_another_contacts_email_gets_its_own_contact_without_it(crm: Crm) -> None:
+    """Branches of a chain share one email, and HubSpot holds one contact per email."""
+    records = mapped([lead(i) for i in range(4)])
+    branch = map_lead(lead(3, best_email="info@biz1.test"), MAPPING)  # lead 1's address
+    records[3] = branch
+    hub = client(crm)
+
+    outcomes = hub.upsert(records, {})
+
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
+    contacts = crm.records("contacts")
+    assert len(contacts) == 4 and crm.truth("contacts")["duplicates"] == {}
+    assert contacts[records[1].lead_id]["properties"]["email"] == "info@biz1.test"
+    assert "email" not in contacts[branch.lead_id]["properties"]
+    assert contacts[branch.lead_id]["properties"]["company"] == "Business 3"
+    # A repeat finds the same contacts by lead_id and creates none.
+    again = hub.upsert(records, known_from(outcomes))
+    assert all(o.ok and not o.created for o in again)
+    assert crm.truth("contacts")["count"] == 4
 
 
 def test_a_persistent_429_throttles_the_rest_with_no_further_call(crm: Crm) -> None:

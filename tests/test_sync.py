@@ -3,6 +3,8 @@ connectors against the sandbox CRMs on the session's sandbox server, with seeded
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -136,8 +138,6 @@ def test_faulty_crms_end_with_every_lead_exactly_once_and_replays_send_nothing(
         for destination in crms.destinations:
             crms.control(destination, **NO_FAULTS)
         # Held ("timeout") requests land late: let them, then count.
-        import time
-
         time.sleep(0.8)
         lead_ids = {lead.lead_id for lead in leads if lead.lead_id}
         for destination in crms.destinations:
@@ -180,6 +180,9 @@ def test_an_always_failing_crm_dead_letters_every_lead_with_the_reason(
         retried = CliRunner().invoke(app, ["crm", "retry", "--crm", destination])
         assert retried.exit_code == 0 and "5 dead letter(s) back to pending" in retried.output
         assert CliRunner().invoke(app, ["crm", "dead"]).exit_code == 0
+        status = CliRunner().invoke(app, ["crm", "status"])
+        assert status.exit_code == 0
+        assert re.search(rf"{destination}\s*│\s*pending\s*│\s*5\s", status.output), status.output
     assert sync.sync_destination(destination, leads).sent == 5  # type: ignore[arg-type]
 
 
