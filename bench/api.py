@@ -107,6 +107,10 @@ def prepare_environment(home: Path) -> None:
             # The API process reads it from its env at start; the queue itself is created
             # (paused) before the first POST /runs.
             "LEADFLOW_API_WORK_QUEUE": WORK_QUEUE,
+            # The runs wait on a paused queue, where Prefect's late-runs service would re-state
+            # each one Late after 15 s: thousands of writes that SQLite serialises with the
+            # creates being measured. Deployed, a worker starts the runs before that.
+            "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "3600",
         }
     )
     # Prefect warns at import if its home does not exist yet.

@@ -52,7 +52,6 @@ from leadflow.services import free_ports, mongo_ping, venv_bin  # noqa: E402
 
 if TYPE_CHECKING:
     from leadflow.settings import Settings
-    from models.lead import Lead
     from tasks.sync import CrmSync
 
 CRMS = ("salesforce", "hubspot", "pipedrive")
@@ -195,31 +194,6 @@ def configure_env(stack: Stack) -> None:
     )
 
 
-def make_leads(n: int, prefix: str) -> list[Lead]:
-    """`n` leads as tests/test_sync.py makes them (a third without an email); not imported
-    from there: importing the tests sets up the test session's environment."""
-    from models.lead import Address, Lead, Score
-
-    return [
-        Lead(
-            lead_id=f"{prefix}{i:05d}",
-            name=f"{prefix} Dental {i}",
-            category="dentist",
-            address=Address(
-                street=f"{i} Main St", city="Austin", state="TX", postal_code="78701", country="US"
-            ),
-            phone=f"+1512555{i:04d}",
-            website=f"http://dental{i}.test",
-            domain=f"dental{i}.test",
-            best_email=f"office@dental{i}.test" if i % 3 else None,
-            score=Score(
-                value=float(i % 100), reasons=["phone number"], model_version="heuristic-1"
-            ),
-        )
-        for i in range(n)
-    ]
-
-
 @dataclass
 class Check:
     """One run's CRM afterwards: per object kind the records and the duplicated ids."""
@@ -310,6 +284,8 @@ class Bench:
             self.mongo.drop_database(name)
 
     def run(self, crms: tuple[str, ...], n: int, *, faults: bool, roomy: bool = True) -> Run:
+        from tests.crm import make_leads  # the tests' leads (a third without an email)
+
         self.runs += 1
         leads = make_leads(n, f"R{self.runs:02d}-")  # ids of their own: fresh records
         by_id = {lead.lead_id: lead for lead in leads}

@@ -37,10 +37,11 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -197,6 +198,70 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return pending.pop(0) if pending else await receive()
 
     return replay
+
+
+class SandboxConfig(Protocol):
+    seed: int
+
+
+ConfigT = TypeVar("ConfigT", bound=SandboxConfig)
+
+
+class CrmSandboxBase(Generic[ConfigT]):
+    """What each CRM's state shares: its config, clock, lock, seeded faults and control knobs.
+
+    A subclass names itself (`name` seeds the fault draws), gives its config type and knobs,
+    how it clears its records (`_clear`), and the 5xx and "slow down" answers a fault sends.
+    """
+
+    name: ClassVar[str]
+    config_type: ClassVar[Callable[..., Any]]  # a dataclass with `from_settings(settings, seed)`
+    control_knobs: ClassVar[Mapping[str, Callable[[Any], Any]]]
+
+    def __init__(
+        self,
+        config: ConfigT | None = None,
+        *,
+        fault_config: FaultConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config: ConfigT = config or self.config_type()
+        self._clock = clock
+        self._lock = threading.RLock()
+        self.faults = Faults(
+            fault_config or FaultConfig(),
+            f"{self.name}/{self.config.seed}",
+            error_response=self._fault_error,
+            throttle_response=self._fault_throttled,
+        )
+        self._clear()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, seed: int | None = None) -> Self:
+        return cls(
+            cls.config_type.from_settings(settings, seed),  # type: ignore[attr-defined]
+            fault_config=FaultConfig.from_settings(settings),
+        )
+
+    def control(self, changes: Mapping[str, Any]) -> None:
+        reset, knobs = pop_reset(changes)
+        with self._lock:
+            self._apply_knobs(knobs)
+            if reset:
+                self._clear()
+                self.faults.reset()
+
+    def _apply_knobs(self, knobs: dict[str, Any]) -> None:
+        apply_knobs(knobs, [(self.config, self.control_knobs), (self.faults.config, FAULT_KNOBS)])
+
+    def _clear(self) -> None:
+        raise NotImplementedError
+
+    def _fault_error(self) -> Response:
+        raise NotImplementedError
+
+    def _fault_throttled(self) -> Response:
+        raise NotImplementedError
 
 
 class CrmSandbox(Protocol):

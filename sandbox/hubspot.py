@@ -61,7 +61,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import threading
 import time
 import uuid
 from collections import Counter, deque
@@ -77,13 +76,10 @@ from starlette.types import ASGIApp
 
 from leadflow.settings import Settings
 from sandbox.crm_faults import (
-    FAULT_KNOBS,
+    CrmSandboxBase,
     FaultConfig,
-    Faults,
-    apply_knobs,
     crm_app,
     duplicates,
-    pop_reset,
 )
 from sandbox.hunter import SlidingWindowLimiter, parse_positive_int
 
@@ -311,8 +307,12 @@ class _Usage:
     answers: Counter[int] = field(default_factory=Counter)
 
 
-class HubSpotSandbox:
+class HubSpotSandbox(CrmSandboxBase[HubSpotSandboxConfig]):
     """The portal's state: properties, contacts, companies, associations, lists, usage."""
+
+    name = "hubspot"
+    config_type = HubSpotSandboxConfig
+    control_knobs = _CONTROL_KNOBS
 
     def __init__(
         self,
@@ -321,26 +321,16 @@ class HubSpotSandbox:
         fault_config: FaultConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.config = config or HubSpotSandboxConfig()
-        self._clock = clock
-        self._lock = threading.RLock()
         self._limiter = SlidingWindowLimiter(clock)
-        self.faults = Faults(
-            fault_config or FaultConfig(),
-            f"hubspot/{self.config.seed}",
-            error_response=lambda: JSONResponse(
-                HubSpotError(500, "INTERNAL_ERROR", "internal error").body(), status_code=500
-            ),
-            throttle_response=lambda: self.throttled("TEN_SECONDLY_ROLLING"),
-        )
-        self._clear()
+        super().__init__(config, fault_config=fault_config, clock=clock)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, seed: int | None = None) -> HubSpotSandbox:
-        return cls(
-            HubSpotSandboxConfig.from_settings(settings, seed),
-            fault_config=FaultConfig.from_settings(settings),
+    def _fault_error(self) -> Response:
+        return JSONResponse(
+            HubSpotError(500, "INTERNAL_ERROR", "internal error").body(), status_code=500
         )
+
+    def _fault_throttled(self) -> Response:
+        return self.throttled("TEN_SECONDLY_ROLLING")
 
     def _clear(self) -> None:
         now = time.time()
@@ -957,15 +947,10 @@ class HubSpotSandbox:
                 "faults": self.faults.state(),
             }
 
-    def control(self, changes: Mapping[str, Any]) -> None:
-        reset, knobs = pop_reset(changes)
-        with self._lock:
-            apply_knobs(knobs, [(self.config, _CONTROL_KNOBS), (self.faults.config, FAULT_KNOBS)])
-            for list_id in self.config.list_ids:
-                self._lists.setdefault(list_id, [])
-            if reset:
-                self._clear()
-                self.faults.reset()
+    def _apply_knobs(self, knobs: dict[str, Any]) -> None:
+        super()._apply_knobs(knobs)
+        for list_id in self.config.list_ids:
+            self._lists.setdefault(list_id, [])
 
     def truth(self, kind: str | None = None) -> dict[str, Any]:
         with self._lock:

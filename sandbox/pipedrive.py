@@ -60,8 +60,6 @@ import base64
 import hashlib
 import json
 import math
-import threading
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -75,13 +73,9 @@ from starlette.types import ASGIApp
 
 from leadflow.settings import Settings
 from sandbox.crm_faults import (
-    FAULT_KNOBS,
-    FaultConfig,
-    Faults,
-    apply_knobs,
+    CrmSandboxBase,
     crm_app,
     duplicates,
-    pop_reset,
 )
 from sandbox.hunter import parse_positive_int
 
@@ -257,36 +251,21 @@ class _Usage:
     answers: Counter[int] = field(default_factory=Counter)
 
 
-class PipedriveSandbox:
+class PipedriveSandbox(CrmSandboxBase[PipedriveSandboxConfig]):
     """The company's state: organizations, persons, deals, notes, custom fields, usage."""
 
-    def __init__(
-        self,
-        config: PipedriveSandboxConfig | None = None,
-        *,
-        fault_config: FaultConfig | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.config = config or PipedriveSandboxConfig()
-        self._clock = clock
-        self._lock = threading.RLock()
-        self.faults = Faults(
-            fault_config or FaultConfig(),
-            f"pipedrive/{self.config.seed}",
-            error_response=lambda: JSONResponse(
-                {**PipedriveError(500, "Internal server error").body(), "errorCode": 500},
-                status_code=500,
-            ),
-            throttle_response=lambda: self.throttled(WINDOW_SECONDS),
-        )
-        self._clear()
+    name = "pipedrive"
+    config_type = PipedriveSandboxConfig
+    control_knobs = _CONTROL_KNOBS
 
-    @classmethod
-    def from_settings(cls, settings: Settings, seed: int | None = None) -> PipedriveSandbox:
-        return cls(
-            PipedriveSandboxConfig.from_settings(settings, seed),
-            fault_config=FaultConfig.from_settings(settings),
+    def _fault_error(self) -> Response:
+        return JSONResponse(
+            {**PipedriveError(500, "Internal server error").body(), "errorCode": 500},
+            status_code=500,
         )
+
+    def _fault_throttled(self) -> Response:
+        return self.throttled(WINDOW_SECONDS)
 
     def _clear(self) -> None:
         self._records: dict[str, dict[int, dict[str, Any]]] = {entity: {} for entity in ENTITIES}
@@ -792,14 +771,6 @@ class PipedriveSandbox:
                 "answers": {str(s): n for s, n in sorted(self._usage.answers.items())},
                 "faults": self.faults.state(),
             }
-
-    def control(self, changes: Mapping[str, Any]) -> None:
-        reset, knobs = pop_reset(changes)
-        with self._lock:
-            apply_knobs(knobs, [(self.config, _CONTROL_KNOBS), (self.faults.config, FAULT_KNOBS)])
-            if reset:
-                self._clear()
-                self.faults.reset()
 
     def truth(self, kind: str | None = None) -> dict[str, Any]:
         with self._lock:

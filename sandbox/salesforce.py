@@ -82,7 +82,6 @@ import io
 import json
 import re
 import secrets
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -103,13 +102,10 @@ from starlette.types import ASGIApp
 
 from leadflow.settings import Settings
 from sandbox.crm_faults import (
-    FAULT_KNOBS,
+    CrmSandboxBase,
     FaultConfig,
-    Faults,
-    apply_knobs,
     crm_app,
     duplicates,
-    pop_reset,
 )
 from sandbox.hunter import (
     parse_bool,
@@ -367,8 +363,12 @@ def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
 
-class SalesforceSandbox:
+class SalesforceSandbox(CrmSandboxBase[SalesforceSandboxConfig]):
     """The org's state: leads, issued tokens, API usage, bulk jobs, open query cursors."""
+
+    name = "salesforce"
+    config_type = SalesforceSandboxConfig
+    control_knobs = _CONTROL_KNOBS
 
     def __init__(
         self,
@@ -377,41 +377,30 @@ class SalesforceSandbox:
         fault_config: FaultConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.config = config or SalesforceSandboxConfig()
-        self._clock = clock
-        self._lock = threading.RLock()
+        config = config or SalesforceSandboxConfig()
         self._public_key = (
-            load_public_key(self.config.jwt_public_key_pem)
-            if self.config.jwt_public_key_pem
-            else None
+            load_public_key(config.jwt_public_key_pem) if config.jwt_public_key_pem else None
         )
         self._fields = STANDARD_LEAD_FIELDS + parse_custom_fields(
-            self.config.custom_fields, self.config.external_id_field, self.config.external_id_unique
+            config.custom_fields, config.external_id_field, config.external_id_unique
         )
         self._by_lower = {f.name.lower(): f for f in self._fields}
-        self.faults = Faults(
-            fault_config or FaultConfig(),
-            f"salesforce/{self.config.seed}",
-            error_response=lambda: self._error_response(
-                SalesforceError(
-                    500,
-                    "UNKNOWN_EXCEPTION",
-                    "An unexpected error occurred. Please include this ErrorId if you contact support: 1951318051-31337 (-1571483921)",
-                )
-            ),
-            throttle_response=lambda: self._error_response(
-                SalesforceError(
-                    403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."
-                )
-            ),
-        )
-        self._clear()
+        super().__init__(config, fault_config=fault_config, clock=clock)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, seed: int | None = None) -> SalesforceSandbox:
-        return cls(
-            SalesforceSandboxConfig.from_settings(settings, seed),
-            fault_config=FaultConfig.from_settings(settings),
+    def _fault_error(self) -> Response:
+        return self._error_response(
+            SalesforceError(
+                500,
+                "UNKNOWN_EXCEPTION",
+                "An unexpected error occurred. Please include this ErrorId if you contact support: 1951318051-31337 (-1571483921)",
+            )
+        )
+
+    def _fault_throttled(self) -> Response:
+        return self._error_response(
+            SalesforceError(
+                403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."
+            )
         )
 
     def _clear(self) -> None:
@@ -1073,25 +1062,20 @@ class SalesforceSandbox:
                 "faults": self.faults.state(),
             }
 
-    def control(self, changes: Mapping[str, Any]) -> None:
-        reset, knobs = pop_reset(changes)
+    def _apply_knobs(self, knobs: dict[str, Any]) -> None:
         expire_tokens = parse_bool(knobs.pop("expire_tokens", False))
         api_used = knobs.pop("api_requests_used", None)
-        with self._lock:
-            used = self._api_used if api_used is None else parse_non_negative_int(api_used)
-            apply_knobs(knobs, [(self.config, _CONTROL_KNOBS), (self.faults.config, FAULT_KNOBS)])
-            self._api_used = used
-            if "external_id_unique" in knobs:
-                unique = self.config.external_id_unique
-                self._fields = tuple(
-                    replace(f, unique=unique) if f.external_id else f for f in self._fields
-                )
-                self._by_lower = {f.name.lower(): f for f in self._fields}
-            if expire_tokens:
-                self._tokens = dict.fromkeys(self._tokens, 0.0)
-            if reset:
-                self._clear()
-                self.faults.reset()
+        used = self._api_used if api_used is None else parse_non_negative_int(api_used)
+        super()._apply_knobs(knobs)
+        self._api_used = used
+        if "external_id_unique" in knobs:
+            unique = self.config.external_id_unique
+            self._fields = tuple(
+                replace(f, unique=unique) if f.external_id else f for f in self._fields
+            )
+            self._by_lower = {f.name.lower(): f for f in self._fields}
+        if expire_tokens:
+            self._tokens = dict.fromkeys(self._tokens, 0.0)
 
     def truth(self, kind: str | None = None) -> dict[str, Any]:
         if kind not in (None, "leads"):

@@ -28,29 +28,13 @@ from models.crm import (
 )
 from models.lead import Address, CompanyFacts, Enrichment, Lead, Score
 from sandbox.hubspot import HubSpotSandbox, hubspot_app
+from tests.crm import FakeClock, control, no_faults, truth
 from tests.servers import serve_in_thread
 
 TOKEN = "sandbox-hubspot-token"
 MAPPING = load_mapping(PROJECT_DIR / "deployments" / "crm_mapping.yaml").destinations["hubspot"]
 RETRIES = 3
-NO_FAULTS = {
-    "error_share": 0,
-    "throttle_share": 0,
-    "timeout_share": 0,
-    "lost_response_share": 0,
-    "timeout_seconds": 30,
-}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+NO_FAULTS = no_faults()
 
 
 @dataclass
@@ -59,12 +43,10 @@ class Crm:
     clock: FakeClock
 
     def control(self, **knobs: Any) -> dict[str, Any]:
-        answer = httpx.post(f"{self.base}/__sandbox/state", json=knobs)
-        assert answer.status_code == 200, answer.text
-        return answer.json()
+        return control(self.base, **knobs)
 
     def truth(self, kind: str) -> Any:
-        return httpx.get(f"{self.base}/__sandbox/truth", params={"kind": kind}).json()[kind]
+        return truth(self.base, kind)
 
     def records(self, kind: str) -> dict[str, dict[str, Any]]:
         """The sandbox's records of a kind by lead_id."""

@@ -18,19 +18,14 @@ from leadflow.settings import Settings
 from models.crm import CrmError, MappedLead, load_mapping, map_lead
 from models.lead import Address, Lead, Score
 from sandbox.pipedrive import PipedriveSandbox, pipedrive_app
+from tests.crm import control, no_faults
 from tests.servers import serve_in_thread
 
 TOKEN = "sandbox-pipedrive-token"
 MAPPING = load_mapping(Path(__file__).resolve().parent.parent / "deployments" / "crm_mapping.yaml")
 PIPEDRIVE = MAPPING.destinations["pipedrive"]
 KINDS = ("organizations", "persons", "deals", "notes")
-NO_FAULTS = {
-    "error_share": 0,
-    "throttle_share": 0,
-    "timeout_share": 0,
-    "lost_response_share": 0,
-    "timeout_seconds": 0.3,
-}
+NO_FAULTS = no_faults(timeout_seconds=0.3)
 
 # What a transport does to one request: None (send it), "lose" (send it, drop the answer) or
 # "late" (give up at once, deliver it a little later, as a slow proxy does).
@@ -89,9 +84,7 @@ class Crm:
         self.http = httpx.Client(base_url=base, headers={"x-api-token": TOKEN})
 
     def control(self, **knobs: Any) -> dict[str, Any]:
-        answer = self.http.post("/__sandbox/state", json=knobs)
-        assert answer.status_code == 200, answer.text
-        return answer.json()
+        return control(self.base, self.http, **knobs)
 
     def truth(self) -> dict[str, Any]:
         return self.http.get("/__sandbox/truth").json()

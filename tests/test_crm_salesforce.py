@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -36,6 +35,7 @@ from models.crm import CrmError, MappedLead, SyncOutcome, load_mapping, map_lead
 from models.lead import Address, Lead, Score
 from sandbox.salesforce import DEFAULT_CUSTOM_FIELDS, SalesforceSandbox, SalesforceSandboxConfig
 from sandbox.salesforce import salesforce_app as build_salesforce_app
+from tests.crm import control, no_faults, truth
 from tests.servers import serve_in_thread
 
 SF = SalesforceSandboxConfig()
@@ -44,10 +44,7 @@ MAPPING = load_mapping(PROJECT_DIR / "deployments" / "crm_mapping.yaml")
 SF_MAPPING = MAPPING.destinations["salesforce"]
 TIMEOUT = 0.4  # the client's; the sandbox holds "timeout" faults longer (HELD)
 HELD = 0.8
-NO_FAULTS = {
-    "error_share": 0, "throttle_share": 0, "timeout_share": 0, "lost_response_share": 0,
-    "timeout_seconds": HELD,
-}  # fmt: skip
+NO_FAULTS = no_faults(timeout_seconds=HELD)
 TIMESTAMPS = ("LastModifiedDate", "SystemModstamp")
 
 
@@ -85,12 +82,10 @@ class Crm:
         return f"{self.base}/salesforce"
 
     def control(self, **knobs: Any) -> dict[str, Any]:
-        answer = httpx.post(f"{self.url}/__sandbox/state", json=knobs)
-        assert answer.status_code == 200, answer.text
-        return answer.json()
+        return control(self.url, **knobs)
 
     def leads(self) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/__sandbox/truth", params={"kind": "leads"}).json()["leads"]
+        return truth(self.url, "leads")
 
     def by_lead_id(self) -> dict[str, dict[str, Any]]:
         return {r[EXT]: r for r in self.leads()["records"]}

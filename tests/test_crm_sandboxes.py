@@ -59,6 +59,7 @@ from sandbox.hubspot import HubSpotSandbox, hubspot_app
 from sandbox.pipedrive import PipedriveSandbox, pipedrive_app
 from sandbox.salesforce import SalesforceSandbox, SalesforceSandboxConfig, salesforce_app
 from sandbox.server import SandboxConfig, build_app
+from tests.crm import FakeClock, control, no_faults, truth
 from tests.servers import serve_in_thread
 
 SF = SalesforceSandboxConfig()  # the credentials and names the sandbox starts with
@@ -67,24 +68,7 @@ INSTANCE = "https://leadflow-sandbox.my.salesforce.com"
 HUBSPOT_TOKEN = "sandbox-hubspot-token"
 PIPEDRIVE_TOKEN = "sandbox-pipedrive-token"
 ID_PROPERTY = "leadflow_lead_id"
-NO_FAULTS = {
-    "error_share": 0,
-    "throttle_share": 0,
-    "timeout_share": 0,
-    "lost_response_share": 0,
-    "timeout_seconds": 30,
-}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+NO_FAULTS = no_faults()
 
 
 @dataclass
@@ -95,12 +79,10 @@ class Crm:
     clock: FakeClock
 
     def control(self, **knobs: Any) -> dict[str, Any]:
-        answer = httpx.post(f"{self.base}/__sandbox/state", json=knobs)
-        assert answer.status_code == 200, answer.text
-        return answer.json()
+        return control(self.base, **knobs)
 
     def truth(self, kind: str) -> dict[str, Any]:
-        return httpx.get(f"{self.base}/__sandbox/truth", params={"kind": kind}).json()[kind]
+        return truth(self.base, kind)
 
 
 def _rsa_pair() -> tuple[str, bytes]:

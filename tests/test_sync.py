@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from pymongo.database import Database
 from typer.testing import CliRunner
@@ -18,9 +17,9 @@ from flows.crm_sync import dead_letter_report
 from leadflow.cli import app
 from leadflow.settings import Settings
 from models.crm import load_mapping
-from models.lead import Address, Lead, Score
 from tasks.sync import LEDGER, CrmSync, Ledger, build_clients
 from tests.conftest import RunningServices, leadflow_env
+from tests.crm import control, make_leads, no_faults, truth
 
 # Object kinds each sandbox counts, and the ledger's external-id key of each.
 KINDS = {
@@ -35,7 +34,7 @@ KINDS = {
 }
 FAULTS_20 = {"error_share": 0.05, "throttle_share": 0.05, "timeout_share": 0.05,
              "lost_response_share": 0.05, "timeout_seconds": 0.6}  # fmt: skip
-NO_FAULTS = {"error_share": 0, "throttle_share": 0, "timeout_share": 0, "lost_response_share": 0}
+NO_FAULTS = no_faults(timeout_seconds=None)  # "timeouts" stay as the session set them
 # Fast connectors: short time-outs and backoff (the sandbox holds "timeouts" 0.6 s).
 FAST = {
     "LEADFLOW_SALESFORCE_TIMEOUT": "0.3", "LEADFLOW_SALESFORCE_BACKOFF": "0.05",
@@ -54,38 +53,16 @@ ROOMY = {
 }
 
 
-def make_leads(n: int, prefix: str) -> list[Lead]:
-    return [
-        Lead(
-            lead_id=f"{prefix}{i:05d}",
-            name=f"{prefix} Dental {i}",
-            category="dentist",
-            address=Address(
-                street=f"{i} Main St", city="Austin", state="TX", postal_code="78701", country="US"
-            ),
-            phone=f"+1512555{i:04d}",
-            website=f"http://dental{i}.test",
-            domain=f"dental{i}.test",
-            best_email=f"office@dental{i}.test" if i % 3 else None,
-            score=Score(
-                value=float(i % 100), reasons=["phone number"], model_version="heuristic-1"
-            ),
-        )
-        for i in range(n)
-    ]
-
-
 @dataclass
 class Crms:
     url: str
     destinations: list[str]
 
     def control(self, destination: str, **knobs: Any) -> None:
-        answer = httpx.post(f"{self.url}/{destination}/__sandbox/state", json=knobs, timeout=10)
-        assert answer.status_code == 200, answer.text
+        control(f"{self.url}/{destination}", **knobs)
 
     def truth(self, destination: str) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/{destination}/__sandbox/truth", timeout=30).json()
+        return truth(f"{self.url}/{destination}")
 
 
 @pytest.fixture
