@@ -45,7 +45,9 @@ REQUIRED: dict[tuple[str, str], tuple[str, ...]] = {
     ("pipedrive", "note"): ("content",),
 }
 
-Transform = Literal["upper", "lower", "title", "strip", "join", "first", "int", "str", "bool"]
+Transform = Literal[
+    "upper", "lower", "title", "label", "strip", "join", "first", "int", "str", "bool"
+]
 
 
 class FieldRule(BaseModel):
@@ -197,6 +199,8 @@ def _transform(value: Any, transform: str | None) -> Any:
         "upper": text.upper(),
         "lower": text.lower(),
         "title": text.title(),
+        # A code as a person reads it: "auto_repair" -> "Auto Repair".
+        "label": " ".join(text.replace("_", " ").split()).title(),
         "strip": text.strip(),
     }[transform]
 
