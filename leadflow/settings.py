@@ -411,43 +411,41 @@ class Settings(BaseSettings):
             return list(self.proxy_urls)
         return [self.sandbox_url] if self.sandbox else []
 
+    # An external service's base URL and credential: the configured ones, else in sandbox
+    # mode the local stand-in's (under `sandbox_url`), else the public service's URL and none.
+    def _service_url(self, configured: str | None, sandbox_path: str, public: str) -> str:
+        if configured:
+            return configured.rstrip("/")
+        return f"{self.sandbox_url}{sandbox_path}" if self.sandbox else public
+
+    def _service_secret(self, configured: SecretStr | None, sandbox: str) -> SecretStr | None:
+        if configured is not None:
+            return configured
+        return SecretStr(sandbox) if self.sandbox else None
+
     @property
     def captcha_base_url(self) -> str:
-        if self.captcha_url:
-            return self.captcha_url.rstrip("/")
-        return f"{self.sandbox_url}/2captcha" if self.sandbox else "https://2captcha.com"
+        return self._service_url(self.captcha_url, "/2captcha", "https://2captcha.com")
 
     @property
     def hunter_base_url(self) -> str:
-        if self.hunter_url:
-            return self.hunter_url.rstrip("/")
-        return f"{self.sandbox_url}/hunter/v2" if self.sandbox else "https://api.hunter.io/v2"
+        return self._service_url(self.hunter_url, "/hunter/v2", "https://api.hunter.io/v2")
 
     @property
     def hunter_key(self) -> SecretStr | None:
-        """The Hunter key to use: the configured one, else the sandbox's in sandbox mode."""
-        if self.hunter_api_key is not None:
-            return self.hunter_api_key
-        return SecretStr(SANDBOX_HUNTER_KEY) if self.sandbox else None
+        return self._service_secret(self.hunter_api_key, SANDBOX_HUNTER_KEY)
 
     @property
     def company_base_url(self) -> str:
-        if self.company_url:
-            return self.company_url.rstrip("/")
-        return f"{self.sandbox_url}/company" if self.sandbox else "https://company.clearbit.com"
+        return self._service_url(self.company_url, "/company", "https://company.clearbit.com")
 
     @property
     def company_key(self) -> SecretStr | None:
-        if self.company_api_key is not None:
-            return self.company_api_key
-        return SecretStr(SANDBOX_COMPANY_KEY) if self.sandbox else None
+        return self._service_secret(self.company_api_key, SANDBOX_COMPANY_KEY)
 
     @property
     def captcha_key(self) -> SecretStr | None:
-        """The 2captcha key to use: the configured one, else the sandbox key in sandbox mode."""
-        if self.captcha_api_key is not None:
-            return self.captcha_api_key
-        return SecretStr(SANDBOX_CAPTCHA_KEY) if self.sandbox else None
+        return self._service_secret(self.captcha_api_key, SANDBOX_CAPTCHA_KEY)
 
     # --- sandbox Hunter and company data -------------------------------------------------
     sandbox_hunter_search_credits: int = Field(
@@ -747,16 +745,11 @@ class Settings(BaseSettings):
 
     @property
     def pipedrive_base_url(self) -> str:
-        if self.pipedrive_url:
-            return self.pipedrive_url.rstrip("/")
-        return f"{self.sandbox_url}/pipedrive" if self.sandbox else "https://api.pipedrive.com"
+        return self._service_url(self.pipedrive_url, "/pipedrive", "https://api.pipedrive.com")
 
     @property
     def pipedrive_token(self) -> SecretStr | None:
-        """The Pipedrive token to use: the configured one, else the sandbox's in sandbox mode."""
-        if self.pipedrive_api_token is not None:
-            return self.pipedrive_api_token
-        return SecretStr(self.sandbox_crm_pipedrive_api_token) if self.sandbox else None
+        return self._service_secret(self.pipedrive_api_token, self.sandbox_crm_pipedrive_api_token)
 
     # --- Salesforce (connectors/salesforce.py) ----------------------------------------------
     salesforce_instance_url: str | None = Field(
@@ -885,16 +878,14 @@ class Settings(BaseSettings):
 
     @property
     def hubspot_base_url(self) -> str:
-        if self.hubspot_host:
-            return self.hubspot_host.rstrip("/")
-        return f"{self.sandbox_url}/hubspot" if self.sandbox else "https://api.hubapi.com"
+        return self._service_url(self.hubspot_host, "/hubspot", "https://api.hubapi.com")
 
     @property
     def hubspot_token(self) -> SecretStr | None:
         """The configured private-app token, else the sandbox's in sandbox mode."""
-        if self.hubspot_access_token is not None:
-            return self.hubspot_access_token
-        return SecretStr(self.sandbox_crm_hubspot_access_token) if self.sandbox else None
+        return self._service_secret(
+            self.hubspot_access_token, self.sandbox_crm_hubspot_access_token
+        )
 
 
 @lru_cache
