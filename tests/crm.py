@@ -1,6 +1,5 @@
-"""What the CRM tests (and bench/sync.py) share: synthetic leads to sync, a settable clock for
-the sandboxes' rate windows, and their `__sandbox` control and truth routes. Importing it sets
-up nothing (unlike the tests' conftest)."""
+"""What the CRM tests (and bench/sync.py) share: synthetic leads to sync and the sandboxes'
+`__sandbox` control and truth routes. Importing it sets up nothing (unlike conftest.py)."""
 
 from __future__ import annotations
 
@@ -46,19 +45,6 @@ def no_faults(timeout_seconds: float | None = 30) -> dict[str, float]:
     if timeout_seconds is not None:
         knobs["timeout_seconds"] = timeout_seconds
     return knobs
-
-
-class FakeClock:
-    """A sandbox clock that moves only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def control(base: str, http: httpx.Client | None = None, **knobs: Any) -> dict[str, Any]:

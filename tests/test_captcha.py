@@ -36,6 +36,7 @@ from sandbox.captcha import (
 )
 from sandbox.directory.generate import generate
 from sandbox.server import SandboxConfig, build_app
+from tests.clock import FakeClock
 from tests.servers import free_port, serve_in_thread
 
 KEY = "test-2captcha-key-0123456789"
@@ -509,14 +510,6 @@ def test_v2_no_slot(http: httpx.Client) -> None:
 # --------------------------------------------------------------------------------------
 # In-process checks (for a site in the same process), with a controlled clock
 # --------------------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_verify_token_in_process_with_clock() -> None:

@@ -21,6 +21,7 @@ from leadflow.settings import SANDBOX_COMPANY_KEY
 from sandbox.company import CompanySandbox, CompanySandboxConfig, company_app
 from sandbox.directory.generate import Directory, generate
 from sandbox.server import SandboxConfig, build_app
+from tests.clock import FakeClock
 from tests.servers import free_port, serve_in_thread
 
 SEED = 11
@@ -40,17 +41,6 @@ REVENUE_RANGES = {
     "$0-$1M", "$1M-$10M", "$10M-$50M", "$50M-$100M", "$100M-$250M", "$250M-$500M",
     "$500M-$1B", "$1B-$10B", "$10B+",
 }  # fmt: skip
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Api:

@@ -28,7 +28,8 @@ from models.crm import (
 )
 from models.lead import Address, CompanyFacts, Enrichment, Lead, Score
 from sandbox.hubspot import HubSpotSandbox, hubspot_app
-from tests.crm import FakeClock, control, no_faults, truth
+from tests.clock import FakeClock
+from tests.crm import control, no_faults, truth
 from tests.servers import serve_in_thread
 
 TOKEN = "sandbox-hubspot-token"

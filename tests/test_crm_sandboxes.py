@@ -59,7 +59,8 @@ from sandbox.hubspot import HubSpotSandbox, hubspot_app
 from sandbox.pipedrive import PipedriveSandbox, pipedrive_app
 from sandbox.salesforce import SalesforceSandbox, SalesforceSandboxConfig, salesforce_app
 from sandbox.server import SandboxConfig, build_app
-from tests.crm import FakeClock, control, no_faults, truth
+from tests.clock import FakeClock
+from tests.crm import control, no_faults, truth
 from tests.servers import serve_in_thread
 
 SF = SalesforceSandboxConfig()  # the credentials and names the sandbox starts with

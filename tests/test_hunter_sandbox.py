@@ -23,6 +23,7 @@ from leadflow.settings import SANDBOX_HUNTER_KEY, Settings
 from sandbox.directory.generate import Directory, generate
 from sandbox.hunter import DEPARTMENTS, SENIORITIES, HunterSandbox, HunterSandboxConfig, hunter_app
 from sandbox.server import SandboxConfig, build_app
+from tests.clock import FakeClock
 from tests.servers import free_port, serve_in_thread
 
 SEED = 11
@@ -43,17 +44,6 @@ BASELINE = {
     "fault_share": 0.0,
     "down": False,
 }
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture(scope="module")

@@ -39,21 +39,12 @@ from sandbox.maps.payload import (
 from sandbox.maps.site import RESULT_CAP, parse_query
 from sandbox.server import SandboxConfig, build_app, parse_args
 from spiders.google_maps.parse import parse_payload, parse_place_page, parse_search_results
+from tests.clock import FakeClock
 from tests.servers import free_port, serve_in_thread
 
 SEED = 42
 MAPS = "http://maps.test"
 SITEKEY = Settings().sandbox_captcha_sitekey
-
-
-class FakeClock:
-    """The 2captcha sandbox's clock, so a token can expire without waiting 120 s."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")

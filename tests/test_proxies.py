@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spiders.proxies import BROWSER_SCHEMES, HTTP_SCHEMES, ProxyPool, mask_proxy
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import FakeClock
 
 
 def test_round_robin() -> None:
@@ -26,7 +19,7 @@ def test_round_robin() -> None:
 
 
 def test_failing_proxy_cools_down_then_returns() -> None:
-    clock = Clock()
+    clock = FakeClock(start=0.0)
     pool = ProxyPool(["http://a:1", "http://b:1"], max_failures=2, cooldown=30, clock=clock)
     assert pool.report_failure("http://a:1") is False
     pool.report_success("http://a:1")  # a success resets the run of failures
@@ -39,7 +32,7 @@ def test_failing_proxy_cools_down_then_returns() -> None:
 
 
 def test_all_cooling_uses_the_one_that_recovers_first() -> None:
-    clock = Clock()
+    clock = FakeClock(start=0.0)
     pool = ProxyPool(["http://a:1", "http://b:1"], max_failures=1, cooldown=30, clock=clock)
     pool.report_failure("http://a:1")
     clock.now = 10
