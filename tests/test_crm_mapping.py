@@ -3,6 +3,7 @@ each CRM is sent (the payload hash covers that and nothing else)."""
 
 from __future__ import annotations
 
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,14 @@ def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "mapping.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def salesforce_lead(tmp_path: Path, fields: str, *, also: str = "") -> Path:
+    """A mapping file: Salesforce's Lead gets `fields` (YAML lines), then `also` (more
+    destinations)."""
+    lines = textwrap.indent(textwrap.dedent(fields).strip(), " " * 10)
+    header = "destinations:\n  salesforce:\n    objects:\n      Lead:\n        fields:\n"
+    return write(tmp_path, f"{header}{lines}\n{also}")
 
 
 def lead(**changes: object) -> Lead:
@@ -39,21 +48,10 @@ def test_the_shipped_mapping_loads_with_every_destination() -> None:
 
 
 def test_every_problem_is_named_in_one_error(tmp_path: Path) -> None:
-    path = write(
+    path = salesforce_lead(
         tmp_path,
-        """
-destinations:
-  salesforce:
-    objects:
-      Lead:
-        fields:
-          Company: name
-          City: address.town
-  pipedrive:
-    objects:
-      organisation:
-        fields: {name: name}
-""",
+        "Company: name\nCity: address.town",
+        also="  pipedrive:\n    objects:\n      organisation:\n        fields: {name: name}\n",
     )
     with pytest.raises(CrmMappingError) as caught:
         load_mapping(path)
@@ -89,21 +87,16 @@ def test_an_unreadable_file_is_a_mapping_error(tmp_path: Path) -> None:
 
 
 def test_rules_map_sources_constants_transforms_defaults_and_lengths(tmp_path: Path) -> None:
-    path = write(
+    path = salesforce_lead(
         tmp_path,
         """
-destinations:
-  salesforce:
-    objects:
-      Lead:
-        fields:
-          Company: {source: name, transform: strip}
-          LastName: {source: name, transform: upper, max_length: 8}
-          Industry: {source: category, transform: label}
-          Description: {source: score.reasons, transform: join}
-          Email: {source: best_email, default: none@unknown.test}
-          LeadSource: {value: Leadflow}
-""",
+        Company: {source: name, transform: strip}
+        LastName: {source: name, transform: upper, max_length: 8}
+        Industry: {source: category, transform: label}
+        Description: {source: score.reasons, transform: join}
+        Email: {source: best_email, default: none@unknown.test}
+        LeadSource: {value: Leadflow}
+        """,
     )
     mapped = map_lead(lead(), load_mapping(path).destinations["salesforce"])
     assert mapped.objects == {
