@@ -38,6 +38,7 @@ import asyncio
 import random
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -207,7 +208,7 @@ class SandboxConfig(Protocol):
 ConfigT = TypeVar("ConfigT", bound=SandboxConfig)
 
 
-class CrmSandboxBase(Generic[ConfigT]):
+class CrmSandboxBase(ABC, Generic[ConfigT]):
     """What each CRM's state shares: its config, clock, lock, seeded faults and control knobs.
 
     A subclass names itself (`name` seeds the fault draws), gives its config type and knobs,
@@ -254,14 +255,17 @@ class CrmSandboxBase(Generic[ConfigT]):
     def _apply_knobs(self, knobs: dict[str, Any]) -> None:
         apply_knobs(knobs, [(self.config, self.control_knobs), (self.faults.config, FAULT_KNOBS)])
 
+    @abstractmethod
     def _clear(self) -> None:
-        raise NotImplementedError
+        """Drop every record, token, job, counter and rate window."""
 
+    @abstractmethod
     def _fault_error(self) -> Response:
-        raise NotImplementedError
+        """The CRM's own 5xx answer."""
 
+    @abstractmethod
     def _fault_throttled(self) -> Response:
-        raise NotImplementedError
+        """The CRM's own "slow down" answer."""
 
 
 class CrmSandbox(Protocol):

@@ -77,7 +77,6 @@ from starlette.types import ASGIApp
 from leadflow.settings import Settings
 from sandbox.crm_faults import (
     CrmSandboxBase,
-    FaultConfig,
     crm_app,
     duplicates,
 )
@@ -314,16 +313,6 @@ class HubSpotSandbox(CrmSandboxBase[HubSpotSandboxConfig]):
     config_type = HubSpotSandboxConfig
     control_knobs = _CONTROL_KNOBS
 
-    def __init__(
-        self,
-        config: HubSpotSandboxConfig | None = None,
-        *,
-        fault_config: FaultConfig | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._limiter = SlidingWindowLimiter(clock)
-        super().__init__(config, fault_config=fault_config, clock=clock)
-
     def _fault_error(self) -> Response:
         return JSONResponse(
             HubSpotError(500, "INTERNAL_ERROR", "internal error").body(), status_code=500
@@ -355,7 +344,7 @@ class HubSpotSandbox(CrmSandboxBase[HubSpotSandboxConfig]):
         self._serial = 10_000
         self._order_rng = random.Random(f"hubspot-order/{self.config.seed}")
         self._usage = _Usage()
-        self._limiter.clear()
+        self._limiter = SlidingWindowLimiter(self._clock)
 
     # --- limits -----------------------------------------------------------------------------------
 

@@ -85,7 +85,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,6 @@ from starlette.types import ASGIApp
 from leadflow.settings import Settings
 from sandbox.crm_faults import (
     CrmSandboxBase,
-    FaultConfig,
     crm_app,
     duplicates,
 )
@@ -370,23 +369,6 @@ class SalesforceSandbox(CrmSandboxBase[SalesforceSandboxConfig]):
     config_type = SalesforceSandboxConfig
     control_knobs = _CONTROL_KNOBS
 
-    def __init__(
-        self,
-        config: SalesforceSandboxConfig | None = None,
-        *,
-        fault_config: FaultConfig | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        config = config or SalesforceSandboxConfig()
-        self._public_key = (
-            load_public_key(config.jwt_public_key_pem) if config.jwt_public_key_pem else None
-        )
-        self._fields = STANDARD_LEAD_FIELDS + parse_custom_fields(
-            config.custom_fields, config.external_id_field, config.external_id_unique
-        )
-        self._by_lower = {f.name.lower(): f for f in self._fields}
-        super().__init__(config, fault_config=fault_config, clock=clock)
-
     def _fault_error(self) -> Response:
         return self._error_response(
             SalesforceError(
@@ -403,7 +385,19 @@ class SalesforceSandbox(CrmSandboxBase[SalesforceSandboxConfig]):
             )
         )
 
+    def _from_config(self) -> None:
+        """What the config fixes: the key JWT logins are checked with, the Lead's fields."""
+        pem = self.config.jwt_public_key_pem
+        self._public_key = load_public_key(pem) if pem else None
+        self._fields = STANDARD_LEAD_FIELDS + parse_custom_fields(
+            self.config.custom_fields,
+            self.config.external_id_field,
+            self.config.external_id_unique,
+        )
+        self._by_lower = {f.name.lower(): f for f in self._fields}
+
     def _clear(self) -> None:
+        self._from_config()
         self._leads: dict[str, dict[str, Any]] = {}
         self._tokens: dict[str, float] = {}  # access token -> clock time it expires
         self._api_used = 0
@@ -1069,11 +1063,7 @@ class SalesforceSandbox(CrmSandboxBase[SalesforceSandboxConfig]):
         super()._apply_knobs(knobs)
         self._api_used = used
         if "external_id_unique" in knobs:
-            unique = self.config.external_id_unique
-            self._fields = tuple(
-                replace(f, unique=unique) if f.external_id else f for f in self._fields
-            )
-            self._by_lower = {f.name.lower(): f for f in self._fields}
+            self._from_config()
         if expire_tokens:
             self._tokens = dict.fromkeys(self._tokens, 0.0)
 
