@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from api.deps import ApiState
 from api.errors import install_error_handlers
@@ -26,6 +25,7 @@ from api.routers import export, health, leads, metrics, runs, slack
 from api.timing import MongoTimings
 from connectors.mongo import LeadStore
 from leadflow.logs import configure_logging
+from leadflow.prefect_setup import prefect_server
 from leadflow.settings import Settings, get_settings
 
 log = logging.getLogger("leadflow.api")
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # RequestContextMiddleware writes the access line (with timings and key id).
         logging.getLogger("uvicorn.access").propagate = False
         keys = ApiKeys(store.db, last_used_every=settings.api_key_last_used_seconds)
-        with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api}):
+        with prefect_server(settings):
             prefect = get_client()
         async with prefect:
             app.state.api = ApiState(

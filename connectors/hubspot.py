@@ -29,11 +29,12 @@ refuses for its data (an invalid email or number, an email another contact holds
 own, not retryable, with HubSpot's message: a refused batch is split in halves until the
 refused records are found. One refusal is expected, not an error: HubSpot holds one contact
 per email, and branches of a chain often share one, so a contact whose email another lead's
-contact already holds is sent again without the email (the lead_id still identifies it). 401/403 raise `CrmError` (a private-app token cannot be renewed
-here). Empty mapped values are left out of the payload, so a value someone typed into HubSpot
-is not wiped by a lead that lacks it. Responses are read as raw JSON, not the client's models:
-its v4 batch association method maps no 207 answer, and its models reject enum values they do
-not know. The token never appears in logs or errors.
+contact already holds is sent again without the email (the lead_id still identifies it).
+401/403 raise `CrmError` (a private-app token cannot be renewed here). Empty mapped values
+are left out of the payload, so a value someone typed into HubSpot is not wiped by a lead that
+lacks it. Responses are read as raw JSON, not the client's models: its v4 batch association
+method maps no 207 answer, and its models reject enum values they do not know. The token never
+appears in logs or errors.
 """
 
 from __future__ import annotations

@@ -86,12 +86,11 @@ def retry(
 def sync(limit: Annotated[int, typer.Option(help="Ledger entries per CRM.")] = 5000) -> None:
     """Re-sync pending and failed entries now, in this process (the `crm-sync` flow, reported
     to the Prefect server like the scheduled ones)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from flows.crm_sync import crm_sync
+    from leadflow.prefect_setup import prefect_server
     from leadflow.settings import get_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: get_settings().prefect_api}):
+    with prefect_server(get_settings()):
         result = crm_sync(limit=limit)
     console.print(result)
     if result.get("dead_letters"):

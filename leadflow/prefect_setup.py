@@ -16,7 +16,7 @@ import hashlib
 import math
 import subprocess
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -52,13 +52,16 @@ class SetupError(ServiceError):
     """Setting up the Prefect objects failed; the message is meant for the user."""
 
 
+def prefect_server(settings: Settings) -> AbstractContextManager[Any]:
+    """Within it, Prefect clients and flows in this process use this settings' Prefect
+    server, whatever the process env says."""
+    return temporary_settings(updates={PREFECT_API_URL: settings.prefect_api})
+
+
 @contextmanager
 def client_for(settings: Settings) -> Iterator[SyncPrefectClient]:
     """A sync Prefect client pointed at this settings' API, whatever the process env says."""
-    with (
-        temporary_settings(updates={PREFECT_API_URL: settings.prefect_api}),
-        get_client(sync_client=True) as client,
-    ):
+    with prefect_server(settings), get_client(sync_client=True) as client:
         yield client
 
 

@@ -12,12 +12,11 @@ from uuid import UUID
 
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
 from rich.console import Console
 
 from connectors.mongo import shared_store
-from leadflow.prefect_setup import client_for
+from leadflow.prefect_setup import client_for, prefect_server
 from leadflow.settings import Settings
 from models.search import SearchSpec
 
@@ -37,7 +36,7 @@ def start_deployed_run(
     spec: SearchSpec, settings: Settings, *, tags: list[str] | None = None
 ) -> FlowRun:
     """Create a flow run of the deployment and write its `runs` document (the creator's job)."""
-    with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api}):
+    with prefect_server(settings):
         flow_run: FlowRun = run_deployment(  # type: ignore[assignment]
             DEPLOYMENT,
             parameters={"spec": spec.model_dump(mode="json")},
@@ -141,7 +140,7 @@ def run_local(spec: SearchSpec, settings: Settings) -> RunOutcome:
     """Run the flow in this process (still reported to the Prefect server)."""
     from flows.lead_pipeline import lead_pipeline
 
-    with temporary_settings(updates={PREFECT_API_URL: settings.prefect_api}):
+    with prefect_server(settings):
         state = lead_pipeline(spec, return_state=True)
         run_id = str(state.state_details.flow_run_id)
         message = None if state.is_completed() else state.message
